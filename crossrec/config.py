@@ -33,7 +33,7 @@ class SyntheticConfig(_Section):
 
     seed: int = Field(0, description="Random seed; the same seed gives the same world.")
     num_users: int = Field(1500, ge=10, description="Number of users.")
-    num_topics: int = Field(12, ge=2, le=24, description="Latent topics shared by the domains.")
+    num_topics: int = Field(16, ge=2, le=24, description="Latent topics shared by the domains.")
     domains: list[str] = Field(
         default_factory=lambda: ["books", "films"],
         min_length=2,
