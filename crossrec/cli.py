@@ -67,7 +67,10 @@ def handle_errors(fn: F) -> F:
 
 def _load(config: Path | None, overrides: list[str] | None, **data: Any):  # type: ignore[no-untyped-def]
     from crossrec.config import load_config
+    from crossrec.data.loaders import get_loader
 
+    if data.get("format") is not None:
+        get_loader(data["format"])  # an unknown --format names the known ones
     extra = [f"data.{k}={v}" for k, v in data.items() if v is not None]
     return load_config(config, [*(overrides or []), *extra])
 
@@ -136,7 +139,9 @@ def data_inspect(
     typer.echo("\n".join(lines))
     if stats["predefined_split"]:
         p = stats["predefined_split"]
-        typer.echo(f"predefined split {p['name']}: {p['valid_users']} valid, {p['test_users']} test")
+        typer.echo(
+            f"predefined split {p['name']}: {p['valid_users']} valid, {p['test_users']} test"
+        )
 
 
 @app.command()
@@ -144,7 +149,9 @@ def data_inspect(
 def evaluate(
     baseline: Annotated[
         str,
-        typer.Option(help="Baseline to fit and evaluate: popularity, itemknn, sasrec, text-zero-shot."),
+        typer.Option(
+            help="Baseline to fit and evaluate: popularity, itemknn, sasrec, text-zero-shot."
+        ),
     ],
     data: Annotated[
         Path | None, typer.Option("--data", help="Dataset path; omit for the synthetic world.")

@@ -198,7 +198,8 @@ class FeatureStoreConfig(_Section):
 class EvalConfig(_Section):
     ks: list[int] = Field(default_factory=lambda: [10, 20, 50], min_length=1)
     protocols: list[Literal["full", "sampled"]] = Field(
-        default_factory=lambda: ["full", "sampled"], min_length=1
+        default_factory=lambda: ["full", "sampled"],  # type: ignore[arg-type]
+        min_length=1,
     )
     num_negatives: int = Field(999, ge=1, description="Negatives per case, sampled protocol.")
     seed: int = Field(2024, description="Seed of split slices and sampled negatives.")

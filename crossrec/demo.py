@@ -41,7 +41,8 @@ def run_demo(cfg: CrossRecConfig, echo: Callable[[str], None] = print) -> list[E
 
     def done(name: str, rows: list[EvaluationRow], seconds: float) -> None:
         headline = next(
-            (r for r in rows if r.protocol == "full" and r.slice == "all"), rows[0] if rows else None
+            (r for r in rows if r.protocol == "full" and r.slice == "all"),
+            rows[0] if rows else None,
         )
         score = "" if headline is None else f" ndcg@10={headline.metrics['ndcg@10']:.4f}"
         echo(f"       {name}: {seconds:.1f}s{score}")

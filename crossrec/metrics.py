@@ -16,7 +16,9 @@ import torch
 METRIC_NAMES = ("recall", "ndcg", "mrr")
 
 
-def target_ranks(scores: torch.Tensor, targets: torch.Tensor, exclude: torch.Tensor | None = None) -> torch.Tensor:
+def target_ranks(
+    scores: torch.Tensor, targets: torch.Tensor, exclude: torch.Tensor | None = None
+) -> torch.Tensor:
     """Pessimistic 0-based rank of each row's target.
 
     Args:
@@ -28,7 +30,10 @@ def target_ranks(scores: torch.Tensor, targets: torch.Tensor, exclude: torch.Ten
         ``[B]`` int64 ranks.
     """
     if scores.dim() != 2 or targets.shape != (scores.shape[0],):
-        raise ValueError(f"scores must be [B, N] and targets [B]; got {tuple(scores.shape)}, {tuple(targets.shape)}")
+        raise ValueError(
+            f"scores must be [B, N] and targets [B]; got {tuple(scores.shape)}, "
+            f"{tuple(targets.shape)}"
+        )
     if torch.isnan(scores).any():
         raise ValueError("scores contain NaN")
     rows = torch.arange(scores.shape[0], device=scores.device)
@@ -64,6 +69,4 @@ def metrics_from_ranks(ranks: torch.Tensor, ks: list[int]) -> dict[str, float]:
     """Mean of every metric at every K, keyed ``"ndcg@10"`` etc."""
     if ranks.numel() == 0:
         return {f"{m}@{k}": float("nan") for m in METRIC_NAMES for k in ks}
-    return {
-        f"{m}@{k}": float(_FUNCTIONS[m](ranks, k).mean()) for m in METRIC_NAMES for k in ks
-    }
+    return {f"{m}@{k}": float(_FUNCTIONS[m](ranks, k).mean()) for m in METRIC_NAMES for k in ks}

@@ -44,7 +44,5 @@ def models_table(
                     cells.append("-" if value is None else f"{value:.4f}")
         lines.append("| " + " | ".join(cells) + " |")
     cases = {(r.domain, r.protocol): r.num_cases for r in rows if r.slice == slice_name}
-    notes = ", ".join(
-        f"{d} {_label(p, num_negatives)}: {cases[(d, p)]} cases" for d, p in groups
-    )
+    notes = ", ".join(f"{d} {_label(p, num_negatives)}: {cases[(d, p)]} cases" for d, p in groups)
     return "\n".join(lines) + f"\n\nslice={slice_name}; {notes}"

@@ -127,9 +127,16 @@ class SASRecRecommender(Recommender):
         m, t = cfg.model, cfg.train
         return cls(
             SASRecSettings(
-                dim=m.dim, num_layers=m.num_layers, num_heads=m.num_heads, dropout=m.dropout,
-                max_len=m.max_history, lr=t.lr, weight_decay=t.weight_decay,
-                batch_size=t.batch_size, max_epochs=t.max_epochs, patience=t.patience,
+                dim=m.dim,
+                num_layers=m.num_layers,
+                num_heads=m.num_heads,
+                dropout=m.dropout,
+                max_len=m.max_history,
+                lr=t.lr,
+                weight_decay=t.weight_decay,
+                batch_size=t.batch_size,
+                max_epochs=t.max_epochs,
+                patience=t.patience,
                 seed=t.seed,
             )  # fmt: skip
         )
@@ -193,7 +200,7 @@ class SASRecRecommender(Recommender):
                 opt.zero_grad()
                 loss.backward()
                 opt.step()
-                total += float(loss)
+                total += loss.item()
                 steps += 1
             record = {"epoch": float(epoch), "loss": total / max(steps, 1)}
             if has_valid:
@@ -205,7 +212,9 @@ class SASRecRecommender(Recommender):
                 else:
                     bad_epochs += 1
             self.history[domain].append(record)
-            logger.info("sasrec domain=%s %s", domain, " ".join(f"{k}={v:.4f}" for k, v in record.items()))
+            logger.info(
+                "sasrec domain=%s %s", domain, " ".join(f"{k}={v:.4f}" for k, v in record.items())
+            )
             if has_valid and bad_epochs >= s.patience:
                 break
         if has_valid:

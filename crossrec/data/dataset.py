@@ -107,7 +107,9 @@ class CrossDomainDataset:
         for item in items:
             bucket = by_domain.setdefault(item.domain, {})
             if item.item_id in bucket:
-                raise DataError(source, f"duplicate item {item.item_id!r} in domain {item.domain!r}")
+                raise DataError(
+                    source, f"duplicate item {item.item_id!r} in domain {item.domain!r}"
+                )
             bucket[item.item_id] = item
 
         users: dict[str, int] = {}

@@ -55,7 +55,7 @@ def iter_lines(
 
 
 def find_file(directory: Path, *names: str) -> Path:
-    """Returns the first of ``names`` (each also tried with ``.gz``) that exists in ``directory``."""
+    """The first of ``names`` (each also tried with ``.gz``) that exists in ``directory``."""
     for name in names:
         for candidate in (directory / name, directory / f"{name}.gz"):
             if candidate.is_file():

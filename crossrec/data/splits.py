@@ -141,8 +141,8 @@ def leave_one_out(dataset: CrossDomainDataset, cfg: EvalConfig, targets: list[st
 
     # Cold-start items: a seeded share of each target domain's catalogue.
     cold_items: set[int] = set()
-    for d in targets:
-        pool = np.asarray(dataset.domain_items(d))
+    for name in targets:
+        pool = np.asarray(dataset.domain_items(name))
         n = int(round(cfg.cold_item_fraction * pool.size))
         if n:
             cold_items.update(int(i) for i in rng.choice(pool, size=n, replace=False))
@@ -161,7 +161,9 @@ def leave_one_out(dataset: CrossDomainDataset, cfg: EvalConfig, targets: list[st
                 # Only users with other-domain history before the test item can be cold-started.
                 if np.any(item_domain[seq[: pos[-1]]] != d):
                     eligible.append(u)
-        n_cold = int(round(cfg.cold_user_fraction * len(eligible))) if len(dataset.domains) > 1 else 0
+        n_cold = (
+            int(round(cfg.cold_user_fraction * len(eligible))) if len(dataset.domains) > 1 else 0
+        )
         if n_cold:
             cold_users.update((int(u), d) for u in rng.choice(eligible, n_cold, replace=False))
 
@@ -174,9 +176,10 @@ def leave_one_out(dataset: CrossDomainDataset, cfg: EvalConfig, targets: list[st
         cut = seq.size
         hidden_domains = []
         for d in sorted(target_idx):
-            pos = positions.get((u, d))
-            if pos is None:
+            found = positions.get((u, d))
+            if found is None:
                 continue
+            pos = found
             cut = min(cut, int(pos[-2]))
             cold = (u, d) in cold_users
             if cold:
@@ -200,9 +203,7 @@ def leave_one_out(dataset: CrossDomainDataset, cfg: EvalConfig, targets: list[st
             f"no user has {cfg.min_target_interactions}+ interactions in the target domain(s) "
             f"{', '.join(targets)}; lower eval.min_target_interactions or pick other targets"
         )
-    split = Split(
-        dataset, "leave_one_out", targets, train, valid, test, frozenset(cold_items)
-    )
+    split = Split(dataset, "leave_one_out", targets, train, valid, test, frozenset(cold_items))
     return _finish(split)
 
 
@@ -211,7 +212,7 @@ def predefined_split(dataset: CrossDomainDataset, targets: list[str]) -> Split:
     spec = dataset.predefined_split
     assert spec is not None
     target_set = set(targets)
-    held_out = {u: "valid" for u in spec.valid_users} | {u: "test" for u in spec.test_users}
+    held_out = dict.fromkeys(spec.valid_users, "valid") | dict.fromkeys(spec.test_users, "test")
     train: list[np.ndarray] = []
     valid: list[EvalCase] = []
     test: list[EvalCase] = []

@@ -88,7 +88,7 @@ TOPICS: list[tuple[str, list[str], list[str], tuple[str, str]]] = [
      ("Spy Novel", "Espionage Thriller")),
     ("travel",
      ["Journey", "Passport", "Atlas", "Wanderer", "Road", "Explorer", "Pilgrim", "Map"],
-     ["Road Trip", "Backpacker", "Expedition", "Tourist", "Highway", "Trek", "Vacation", "Nomad"],
+     ["Hitchhiker", "Backpacker", "Expedition", "Tourist", "Highway", "Trek", "Vacation", "Nomad"],
      ("Travel Writing", "Road Movie")),
     ("medicine",
      ["Surgeon", "Hospital", "Cure", "Nurse", "Anatomy", "Remedy", "Clinic", "Diagnosis"],
@@ -175,15 +175,16 @@ def generate_world(cfg: SyntheticConfig) -> CrossDomainDataset:
         dom_items, topic_of = _make_items(rng, domain, style, count, num_topics)
         items.extend(dom_items)
         domain_topics.append(topic_of)
-        members, weights = [], []
+        members: list[np.ndarray] = []
+        popularity: list[np.ndarray] = []
         for t in range(num_topics):
             idx = np.flatnonzero(topic_of == t)
             members.append(idx)
             # Zipf popularity within the topic; which item is a hit is random.
             w = 1.0 / np.arange(1, idx.size + 1) ** 0.9
-            weights.append(rng.permutation(w) / w.sum() if idx.size else w)
+            popularity.append(rng.permutation(w) / w.sum() if idx.size else w)
         topic_members.append(members)
-        topic_weights.append(weights)
+        topic_weights.append(popularity)
 
     interactions: list[Interaction] = []
     for u in range(cfg.num_users):

@@ -120,9 +120,7 @@ class TextEncoder(torch.nn.Module):
 
     def settings_key(self) -> str:
         """Identifies the vectors this encoder produces (model and encoding settings)."""
-        return (
-            f"{self.fingerprint}|pool={self.pooling}|norm={self.normalize}|len={self.max_length}"
-        )
+        return f"{self.fingerprint}|pool={self.pooling}|norm={self.normalize}|len={self.max_length}"
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask)[0]
@@ -148,7 +146,7 @@ class TextEncoder(torch.nn.Module):
             for start in range(0, len(texts), batch_size):
                 idx = order[start : start + batch_size]
                 batch = self.tokenizer(
-                    [texts[i] or " " for i in idx],
+                    [texts[int(i)] or " " for i in idx],
                     padding=True,
                     truncation=True,
                     max_length=self.max_length,
@@ -174,14 +172,17 @@ def encode_texts_cached(
     cache = EmbeddingCache(cache_dir or default_cache_dir(), encoder.settings_key())
     keys = [text_key(template_key, t) for t in texts]
     found, cached = cache.get_many(keys)
-    missing = np.flatnonzero(~found)
+    missing: list[int] = np.flatnonzero(~found).tolist()
     logger.info(
-        "item embeddings texts=%d cached=%d to_encode=%d", len(texts), int(found.sum()), missing.size
+        "item embeddings texts=%d cached=%d to_encode=%d",
+        len(texts),
+        int(found.sum()),
+        len(missing),
     )
     out = torch.empty(len(texts), encoder.dim)
-    for i in np.flatnonzero(found):
+    for i in np.flatnonzero(found).tolist():
         out[i] = torch.from_numpy(np.asarray(cached[i]))
-    if missing.size:
+    if missing:
         # Encode each distinct text once (catalogues repeat titles).
         unique_texts = sorted({texts[i] for i in missing})
         vectors = encoder.encode(unique_texts, batch_size=batch_size, progress=progress)

@@ -68,7 +68,9 @@ def _read_counts(path: Path) -> tuple[int, int]:
         try:
             values.append(int(line.strip()))
         except ValueError:
-            raise DataError(path, f"expected an integer item count, found {line!r}", lineno) from None
+            raise DataError(
+                path, f"expected an integer item count, found {line!r}", lineno
+            ) from None
     if len(values) != 2 or min(values) <= 0:
         raise DataError(path, f"expected two positive item counts (A, B), found {values}")
     return values[0], values[1]
@@ -87,8 +89,9 @@ def _domain_items(root: Path, letter: str, domain: str, count: int) -> list[Item
             raise DataError(index_path, f"index {pos} of {asin!r} is out of range or repeated")
         by_position[pos] = asin
     items: list[Item] = []
-    for asin in by_position:
-        assert asin is not None
+    for entry in by_position:
+        assert entry is not None
+        asin = entry
         if asin not in titles:
             raise DataError(text_path, f"no title for item {asin!r}")
         items.append(Item(domain=domain, item_id=asin, title=html.unescape(titles[asin]).strip()))

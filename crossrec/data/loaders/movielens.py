@@ -48,15 +48,21 @@ def _ratings(
             continue
         out.append(
             Interaction(
-                user_id=user, domain=domain, item_id=item, timestamp=ts,
-                event_type=EventType.RATING, value=rating,
+                user_id=user,
+                domain=domain,
+                item_id=item,
+                timestamp=ts,
+                event_type=EventType.RATING,
+                value=rating,
             )  # fmt: skip
         )
     return out
 
 
 def _split_lines(file: Path, sep: str, encoding: str, expected: str) -> list[tuple[int, list[str]]]:
-    return [(n, line.split(sep)) for n, line in iter_lines(file, encoding=encoding, expected=expected)]
+    return [
+        (n, line.split(sep)) for n, line in iter_lines(file, encoding=encoding, expected=expected)
+    ]
 
 
 def _csv_rows(file: Path, expected: str, header: list[str]) -> list[tuple[int, list[str]]]:

@@ -1,0 +1,49 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from crossrec.config import CrossRecConfig, EvalConfig, SyntheticConfig
+from crossrec.data.dataset import CrossDomainDataset
+from crossrec.data.splits import Split, make_split
+from crossrec.data.synthetic import generate_world
+
+
+@pytest.fixture(autouse=True, scope="session")
+def _isolated_cache(tmp_path_factory: pytest.TempPathFactory) -> None:
+    """Embedding caches of the test run stay in a temporary folder."""
+    cache = tmp_path_factory.mktemp("crossrec-cache")
+    mp = pytest.MonkeyPatch()
+    mp.setenv("CROSSREC_CACHE_DIR", str(cache))
+    mp.setenv("HF_HUB_OFFLINE", "1")
+    yield
+    mp.undo()
+
+
+SMALL_WORLD = SyntheticConfig(
+    seed=3, num_users=400, items_per_domain=[240, 160], mean_interactions=[16.0, 5.0]
+)
+
+
+@pytest.fixture(scope="session")
+def small_world() -> CrossDomainDataset:
+    return generate_world(SMALL_WORLD)
+
+
+@pytest.fixture(scope="session")
+def small_split(small_world: CrossDomainDataset) -> Split:
+    return make_split(small_world, EvalConfig(), ["films"])
+
+
+@pytest.fixture
+def small_config() -> CrossRecConfig:
+    cfg = CrossRecConfig()
+    cfg.data.synthetic = SMALL_WORLD
+    return cfg
+
+
+def write(path: Path, text: str, encoding: str = "utf-8") -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(text.encode(encoding))
+    return path

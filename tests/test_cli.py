@@ -1,0 +1,115 @@
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import pytest
+from typer.testing import CliRunner
+
+from crossrec.cli import app
+
+from .conftest import write
+from .test_loaders_core import make_llmcdsr
+
+runner = CliRunner()
+
+COMMANDS = [[], ["version"], ["config"], ["config", "show"], ["data"], ["data", "inspect"],
+            ["evaluate"], ["demo"]]  # fmt: skip
+
+
+@pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "root")
+def test_every_command_has_help(command: list[str]) -> None:
+    result = runner.invoke(app, [*command, "--help"])
+    assert result.exit_code == 0, result.output
+    assert "Usage" in result.output
+    assert "--help" in result.output
+
+
+def test_config_show_prints_effective_config(tmp_path: Path) -> None:
+    file = write(tmp_path / "c.yaml", "train:\n  lr: 0.5\n")
+    result = runner.invoke(
+        app, ["config", "show", "--config", str(file), "--set", "serve.port=9001"]
+    )
+    assert result.exit_code == 0, result.output
+    assert "lr: 0.5" in result.output
+    assert "port: 9001" in result.output
+
+
+def test_config_error_is_one_line_no_traceback() -> None:
+    result = runner.invoke(app, ["config", "show", "--set", "train.batch_size=0"])
+    assert result.exit_code == 2
+    assert (
+        "error: --set: train.batch_size: Input should be greater than or equal to 1"
+        in result.output
+    )
+    assert "Traceback" not in result.output
+
+
+def test_data_inspect_json(tmp_path: Path) -> None:
+    root = make_llmcdsr(tmp_path / "rel")
+    result = runner.invoke(
+        app,
+        ["data", "inspect", str(root), "--format", "llmcdsr", "--json",
+         "--set", "data.domain_names=[food, kitchen]"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    stats = json.loads(result.output)
+    assert stats["domains"]["food"]["items"] == 3
+    assert stats["domains"]["kitchen"]["items"] == 2
+    assert stats["overlapping_users"] == 4
+    assert stats["users"] == 7
+    table = runner.invoke(app, ["data", "inspect", str(root), "--format", "llmcdsr"])
+    assert "| A | 6 | 3 |" in table.output
+
+
+@pytest.mark.parametrize(
+    ("setup", "fmt", "message"),
+    [
+        (lambda d: write(d / "train_A.txt", "1\t0,zz\n"), "llmcdsr", "train_A.txt:1: item #2"),
+        (lambda d: write(d / "test.txt", ""), "llmcdsr", "test.txt: file is empty"),
+        (lambda d: (d / "valid.txt").write_bytes(b"1\t0,1\xe9\n"), "llmcdsr",
+         "valid.txt:1: not valid utf-8"),
+        (lambda d: None, "csvish", "unknown data format 'csvish'"),
+    ],
+)  # fmt: skip
+def test_bad_data_gets_clear_error(tmp_path: Path, setup: object, fmt: str, message: str) -> None:
+    root = make_llmcdsr(tmp_path / "rel")
+    setup(root)  # type: ignore[operator]
+    result = runner.invoke(app, ["data", "inspect", str(root), "--format", fmt])
+    assert result.exit_code == 2
+    assert message in result.output
+    assert "Traceback" not in result.output
+
+
+def test_evaluate_popularity_on_synthetic(tmp_path: Path) -> None:
+    out = tmp_path / "rows.json"
+    result = runner.invoke(
+        app,
+        ["evaluate", "--baseline", "popularity", "--protocol", "full", "--json", str(out),
+         "--set", "data.synthetic.num_users=150"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    assert "| popularity | films | full | all |" in result.output
+    rows = json.loads(out.read_text())
+    assert {r["protocol"] for r in rows} == {"full"}
+    assert all(0.0 <= r["metrics"]["ndcg@10"] <= 1.0 for r in rows)
+
+
+def test_evaluate_rejects_unknown_baseline_and_protocol() -> None:
+    result = runner.invoke(app, ["evaluate", "--baseline", "bpr"])
+    assert result.exit_code == 2
+    assert "--baseline 'bpr' is not one of" in result.output
+    result = runner.invoke(app, ["evaluate", "--baseline", "popularity", "--protocol", "uniform"])
+    assert result.exit_code == 2
+    assert "--protocol 'uniform'" in result.output
+
+
+def test_demo_runs_on_a_small_world() -> None:
+    result = runner.invoke(
+        app,
+        ["demo", "--set", "data.synthetic.num_users=200", "--set", "train.max_epochs=2"],
+    )
+    assert result.exit_code == 0, result.output
+    for name in ("popularity", "itemknn", "sasrec", "text-zero-shot"):
+        assert f"| {name} |" in result.output
+    assert "demo finished" in result.output

@@ -1,0 +1,77 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from crossrec.config import CrossRecConfig, load_config
+from crossrec.errors import ConfigError
+
+
+def test_defaults_are_valid() -> None:
+    cfg = load_config()
+    assert cfg.data.format == "synthetic"
+    assert cfg.eval.ks == [10, 20, 50]
+
+
+def test_yaml_then_overrides_in_order(tmp_path: Path) -> None:
+    file = tmp_path / "run.yaml"
+    file.write_text("train:\n  lr: 0.01\n  batch_size: 32\ndata:\n  format: movielens\n")
+    cfg = load_config(file, ["train.lr=3e-4", "eval.ks=[5, 10]", "data.domain_names=[a, b]"])
+    assert cfg.train.lr == pytest.approx(3e-4)
+    assert cfg.train.batch_size == 32
+    assert cfg.data.format == "movielens"
+    assert cfg.eval.ks == [5, 10]
+    assert cfg.data.domain_names == ["a", "b"]
+
+
+@pytest.mark.parametrize(
+    ("override", "field", "reason"),
+    [
+        ("train.lr=-1", "train.lr", "greater than 0"),
+        ("train.lr=fast", "train.lr", "valid number"),
+        ("train.learning_rate=1", "train.learning_rate", "unknown field"),
+        ("data.format=csv", "data.format", "synthetic"),
+        ("model.dim=65", "model", "divisible by num_heads"),
+        ("eval.ks=[10, 0]", "eval", "positive"),
+        ("data.synthetic.items_per_domain=[5]", "data.synthetic", "one value per domain"),
+    ],
+)
+def test_bad_values_name_field_and_reason(override: str, field: str, reason: str) -> None:
+    with pytest.raises(ConfigError) as info:
+        load_config(None, [override])
+    assert info.value.field == field
+    assert reason in info.value.reason
+    assert field in str(info.value)
+
+
+def test_bad_yaml_file_names_file(tmp_path: Path) -> None:
+    file = tmp_path / "bad.yaml"
+    file.write_text("train: [unclosed\n")
+    with pytest.raises(ConfigError, match="not valid YAML") as info:
+        load_config(file)
+    assert info.value.source == str(file)
+
+
+def test_unknown_section_in_file(tmp_path: Path) -> None:
+    file = tmp_path / "c.yaml"
+    file.write_text("trian:\n  lr: 1\n")
+    with pytest.raises(ConfigError) as info:
+        load_config(file)
+    assert info.value.field == "trian"
+    assert info.value.reason == "unknown field"
+
+
+def test_missing_file_and_malformed_override(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match="not found"):
+        load_config(tmp_path / "nope.yaml")
+    with pytest.raises(ConfigError, match="section.field=value"):
+        load_config(None, ["train.lr"])
+
+
+def test_yaml_round_trip() -> None:
+    cfg = load_config(None, ["serve.port=9000"])
+    import yaml
+
+    again = CrossRecConfig.model_validate(yaml.safe_load(cfg.to_yaml()))
+    assert again == cfg

@@ -1,0 +1,151 @@
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from crossrec.config import EvalConfig, SyntheticConfig
+from crossrec.data.dataset import CrossDomainDataset, PredefinedSplit
+from crossrec.data.schema import Interaction, Item
+from crossrec.data.splits import make_split
+from crossrec.data.synthetic import generate_world
+from crossrec.errors import DataError, EvaluationError
+
+
+def _items() -> list[Item]:
+    return [Item("books", f"b{i}", f"book {i}") for i in range(6)] + [
+        Item("films", f"f{i}", f"film {i}") for i in range(6)
+    ]
+
+
+def _inter(user: str, domain: str, item: str, t: float) -> Interaction:
+    return Interaction(user_id=user, domain=domain, item_id=item, timestamp=t)
+
+
+def test_sequences_are_time_ordered_and_mixed() -> None:
+    rows = [
+        _inter("u", "films", "f1", 30),
+        _inter("u", "books", "b0", 10),
+        _inter("u", "films", "f0", 20),
+        _inter("v", "books", "b1", 5),
+    ]
+    ds = CrossDomainDataset.from_records(_items(), rows)
+    seq = ds.user_sequence("u")
+    assert [ds.items[g].item_id for g in seq] == ["b0", "f0", "f1"]
+    assert ds.overlapping_users() == ["u"]
+    assert ds.domains == ["books", "films"]
+    assert list(ds.domain_items("films")) == list(range(6, 12))
+    stats = ds.stats()
+    assert stats["domains"]["films"]["users"] == 1
+    assert stats["domains"]["books"]["interactions"] == 2
+    assert stats["overlapping_users"] == 1
+
+
+def test_unknown_item_is_an_error_or_created() -> None:
+    rows = [_inter("u", "films", "nope", 1.0)]
+    with pytest.raises(DataError, match="no item record"):
+        CrossDomainDataset.from_records(_items(), rows, source="x.csv")
+    ds = CrossDomainDataset.from_records(_items(), rows, missing_items="create")
+    assert ds.items[ds.global_index("films", "nope")].title == ""
+
+
+def test_duplicate_item_and_empty_interactions() -> None:
+    with pytest.raises(DataError, match="duplicate item"):
+        CrossDomainDataset.from_records(_items() + [Item("books", "b0", "again")], [])
+    with pytest.raises(DataError, match="no interactions"):
+        CrossDomainDataset.from_records(_items(), [])
+
+
+def _loo_dataset() -> CrossDomainDataset:
+    rows = []
+    for u in range(10):
+        user = f"u{u}"
+        # books at t=0,2,4,... films at t=1,3,5 -> mixed sequence of 6 books and 3 films
+        for i in range(6):
+            rows.append(_inter(user, "books", f"b{(u + i) % 6}", 2.0 * i))
+        for j in range(3):
+            rows.append(_inter(user, "films", f"f{(u + j) % 6}", 2.0 * j + 1))
+    return CrossDomainDataset.from_records(_items(), rows)
+
+
+def test_leave_one_out_targets_and_contexts() -> None:
+    ds = _loo_dataset()
+    cfg = EvalConfig(cold_user_fraction=0.0, cold_item_fraction=0.0)
+    split = make_split(ds, cfg, ["films"])
+    assert len(split.test) == len(split.valid) == 10
+    for case in split.test:
+        seq = ds.user_sequence(case.user)
+        pos = int(np.flatnonzero(seq == case.target)[0])
+        assert ds.items[case.target].domain == "films"
+        assert np.array_equal(case.context, seq[:pos])  # everything before, every domain
+        films = [g for g in seq if ds.items[g].domain == "films"]
+        assert case.target == films[-1]
+    for case in split.valid:
+        films = [g for g in ds.user_sequence(case.user) if ds.items[g].domain == "films"]
+        assert case.target == films[-2]
+    # Training never holds a held-out target nor anything after the first held-out item.
+    for u, seq in enumerate(split.train_sequences):
+        user = ds.user_ids[u]
+        valid_target = next(c.target for c in split.valid if c.user == user)
+        full = ds.user_sequence(u)
+        cut = int(np.flatnonzero(full == valid_target)[0])
+        assert np.array_equal(seq, full[:cut])
+
+
+def test_cold_users_have_no_target_history_anywhere() -> None:
+    ds = _loo_dataset()
+    split = make_split(ds, EvalConfig(cold_user_fraction=0.3, cold_item_fraction=0.0), ["films"])
+    cold = [c for c in split.test if "cold_user" in c.slices]
+    assert len(cold) == 3
+    films = ds.domain_index["films"]
+    for case in cold:
+        assert not np.any(ds.item_domain[case.context] == films)
+        train = split.train_sequences[ds.user_index[case.user]]
+        assert not np.any(ds.item_domain[train] == films)
+        assert train.size > 0  # their source history is kept
+
+
+def test_cold_items_never_in_training() -> None:
+    ds = generate_world(SyntheticConfig(seed=1, num_users=200))
+    split = make_split(ds, EvalConfig(cold_item_fraction=0.1), ["films"])
+    assert len(split.cold_items) == 40
+    counts = split.train_item_counts()
+    assert all(counts[i] == 0 for i in split.cold_items)
+    tagged = [c for c in split.test if "cold_item" in c.slices]
+    assert tagged
+    assert all(counts[c.target] == 0 for c in tagged)
+
+
+def test_split_is_deterministic_by_seed() -> None:
+    ds = generate_world(SyntheticConfig(seed=1, num_users=200))
+    a = make_split(ds, EvalConfig(seed=5), ["films"])
+    b = make_split(ds, EvalConfig(seed=5), ["films"])
+    assert [(c.user, c.target, c.slices) for c in a.test] == [
+        (c.user, c.target, c.slices) for c in b.test
+    ]
+
+
+def test_predefined_split_uses_last_item_domain() -> None:
+    rows = [
+        _inter("train/1", "books", "b0", 0),
+        _inter("train/1", "films", "f0", 1),
+        _inter("valid/1", "books", "b1", 0),
+        _inter("valid/1", "films", "f1", 1),
+        _inter("test/1", "films", "f2", 0),
+        _inter("test/1", "books", "b2", 1),
+    ]
+    spec = PredefinedSplit("release", valid_users=("valid/1",), test_users=("test/1",))
+    ds = CrossDomainDataset.from_records(_items(), rows, predefined_split=spec)
+    split = make_split(ds, EvalConfig())
+    assert [(c.user, c.domain) for c in split.test] == [("test/1", "books")]
+    assert [(c.user, c.domain) for c in split.valid] == [("valid/1", "films")]
+    # Held-out users contribute nothing to training.
+    assert split.train_sequences[ds.user_index["test/1"]].size == 0
+    assert "cold_user" in split.test[0].slices  # no book before the target
+
+
+def test_unknown_target_domain_and_no_eligible_users() -> None:
+    ds = _loo_dataset()
+    with pytest.raises(EvaluationError, match="music"):
+        make_split(ds, EvalConfig(), ["music"])
+    with pytest.raises(EvaluationError, match="min_target_interactions"):
+        make_split(ds, EvalConfig(min_target_interactions=4), ["films"])
