@@ -45,4 +45,4 @@ def models_table(
         lines.append("| " + " | ".join(cells) + " |")
     cases = {(r.domain, r.protocol): r.num_cases for r in rows if r.slice == slice_name}
     notes = ", ".join(f"{d} {_label(p, num_negatives)}: {cases[(d, p)]} cases" for d, p in groups)
-    return "\n".join(lines) + f"\n\nslice={slice_name}; {notes}"
+    return f"slice={slice_name}; {notes}\n\n" + "\n".join(lines)
