@@ -1,0 +1,1 @@
+"""Ray Serve deployments and `build_app`; imports `crossrec`."""

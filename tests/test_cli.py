@@ -113,3 +113,16 @@ def test_demo_runs_on_a_small_world() -> None:
     for name in ("popularity", "itemknn", "sasrec", "text-zero-shot"):
         assert f"| {name} |" in result.output
     assert "demo finished" in result.output
+
+
+def test_import_crossrec_stays_light() -> None:
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, crossrec, crossrec.config, crossrec.cli; "
+        "heavy = [m for m in ('ray', 'transformers', 'torch') if m in sys.modules]; "
+        "print(','.join(heavy))"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
+    assert out.stdout.strip() == ""

@@ -1,0 +1,1 @@
+"""Ray Train entry points (distributed fine-tuning and domain adaptation); imports `crossrec`."""
