@@ -39,7 +39,7 @@ DATASETS = {
 }
 
 
-def build_config(name: str, quick: bool) -> CrossRecConfig:
+def build_config(name: str, quick: bool, extra: list[str] | None = None) -> CrossRecConfig:
     folder, fmt, domains = DATASETS[name]
     overrides = [f"data.format={fmt}"]
     if domains:
@@ -48,7 +48,7 @@ def build_config(name: str, quick: bool) -> CrossRecConfig:
         overrides += ["train.max_epochs=3", "train.patience=2"]
         if name == "synthetic":
             overrides.append("data.synthetic.num_users=600")
-    return load_config(None, overrides)
+    return load_config(None, [*overrides, *(extra or [])])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -63,6 +63,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="finish in under 3 minutes")
     parser.add_argument("--json", type=Path, help="write result rows here")
     parser.add_argument("--models", default=",".join(BASELINES), help="comma-separated models")
+    parser.add_argument(
+        "--set",
+        dest="overrides",
+        action="append",
+        default=[],
+        help="config override section.field=value (repeatable), applied last",
+    )
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
 
@@ -75,7 +82,11 @@ def main(argv: list[str] | None = None) -> int:
                 f"skipping {args.dataset}: no data at {path} (set --data-dir or CROSSREC_DATA_DIR)"
             )
             return 0
-    cfg = build_config(args.dataset, args.quick)
+    try:
+        cfg = build_config(args.dataset, args.quick, args.overrides)
+    except CrossRecError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
     models = [m.strip() for m in args.models.split(",") if m.strip()]
     started = time.perf_counter()
     try:
@@ -92,6 +103,10 @@ def main(argv: list[str] | None = None) -> int:
     wall = time.perf_counter() - started
     print(f"## {args.dataset}: {dataset.num_users:,} users, {dataset.num_items:,} items")
     print(f"protocol: {run.split.protocol}; split: {json.dumps(run.split.summary()['test'])}\n")
+    sasrec = f"sasrec: dim={cfg.model.dim} layers={cfg.model.num_layers} lr={cfg.train.lr} "
+    sasrec += f"batch={cfg.train.batch_size} max_epochs={cfg.train.max_epochs} "
+    sasrec += f"patience={cfg.train.patience}"
+    print(f"settings: {sasrec}; overrides: {args.overrides or 'none'}\n")
     for slice_name in ("all", "cold_user", "cold_item"):
         if any(r.slice == slice_name for r in run.rows):
             print(f"### slice: {slice_name}\n")

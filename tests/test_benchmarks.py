@@ -1,0 +1,47 @@
+from __future__ import annotations
+
+import importlib.util
+import json
+from pathlib import Path
+from types import ModuleType
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def _quality() -> ModuleType:
+    spec = importlib.util.spec_from_file_location("quality", ROOT / "benchmarks" / "quality.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_real_dataset_skipped_without_data(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    code = _quality().main(["--dataset", "ml-100k", "--data-dir", str(tmp_path / "none")])
+    assert code == 0
+    assert "skipping ml-100k: no data at" in capsys.readouterr().out
+
+
+def test_synthetic_rows_written(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "rows.json"
+    code = _quality().main(
+        ["--dataset", "synthetic", "--quick", "--models", "popularity,itemknn", "--json", str(out),
+         "--set", "data.synthetic.num_users=150"]
+    )  # fmt: skip
+    assert code == 0
+    rows = json.loads(out.read_text())
+    assert {r["model"] for r in rows} == {"popularity", "itemknn"}
+    assert {r["protocol"] for r in rows} == {"full", "sampled"}
+    assert set(rows[0]) >= {"model", "domain", "protocol", "slice", "metrics", "seconds"}
+    assert "| itemknn |" in capsys.readouterr().out
+
+
+def test_bad_override_is_an_error(capsys: pytest.CaptureFixture[str]) -> None:
+    code = _quality().main(["--dataset", "synthetic", "--set", "train.lr=-3"])
+    assert code == 2
+    assert "train.lr" in capsys.readouterr().err
