@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import gzip
+import json
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 from crossrec.errors import DataError
 
@@ -52,6 +54,27 @@ def iter_lines(
             raise DataError(path, f"cannot read file: {exc}", lineno + 1 or None) from None
     if not seen_any:
         raise DataError(path, f"file is empty; expected {expected}")
+
+
+def iter_json_objects(path: Path, what: str = "object") -> Iterator[tuple[int, dict[str, Any]]]:
+    """Yields ``(line_number, object)`` of a JSON-lines file whose every line is a JSON object.
+
+    Raises:
+        DataError: a line that is not valid JSON or not an object, naming file and line.
+    """
+    for lineno, line in iter_lines(path, expected=f"one JSON {what} per line"):
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as exc:
+            raise DataError(
+                path,
+                f"expected one JSON {what} per line, found invalid JSON ({exc.msg} at column "
+                f"{exc.colno})",
+                lineno,
+            ) from None
+        if not isinstance(record, dict):
+            raise DataError(path, f"expected a JSON {what}, found {type(record).__name__}", lineno)
+        yield lineno, record
 
 
 def find_file(directory: Path, *names: str) -> Path:

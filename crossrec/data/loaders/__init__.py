@@ -30,6 +30,28 @@ def register_loader(name: str) -> Callable[[Loader], Loader]:
     return decorate
 
 
+def rename_domains(path: Path, found: list[str], names: list[str] | None, what: str) -> list[str]:
+    """``names`` (from ``data.domain_names``) in place of the ``found`` domains, one for one.
+
+    Args:
+        path: the data path, named in errors.
+        found: the domains as the files name them, in their canonical order.
+        names: the requested names, or None to keep ``found``.
+        what: what each found domain is, for the error message (e.g. ".inter file(s)").
+    """
+    if names is None:
+        return list(found)
+    if len(names) != len(found):
+        raise DataError(
+            path,
+            f"data.domain_names gives {len(names)} name(s) but found {len(found)} {what}: "
+            f"{', '.join(found)}",
+        )
+    if len(set(names)) != len(names):
+        raise DataError(path, f"data.domain_names must be distinct, got {names}")
+    return list(names)
+
+
 def available_formats() -> list[str]:
     _import_builtin_loaders()
     return sorted(_LOADERS)

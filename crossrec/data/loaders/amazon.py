@@ -27,8 +27,8 @@ from typing import Any
 
 from crossrec.config import DataConfig
 from crossrec.data.dataset import CrossDomainDataset
-from crossrec.data.io import iter_lines
-from crossrec.data.loaders import register_loader
+from crossrec.data.io import iter_json_objects, iter_lines
+from crossrec.data.loaders import register_loader, rename_domains
 from crossrec.data.schema import EventType, Interaction, Item
 from crossrec.errors import DataError
 
@@ -222,20 +222,7 @@ def read_reviews(file: Path, domain: str, min_rating: float | None) -> list[Inte
     ``min_rating`` are left out (and counted in the log)."""
     out: list[Interaction] = []
     below = 0
-    for lineno, line in iter_lines(file, expected="one review object per line"):
-        try:
-            record = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(
-                file,
-                f"expected one JSON review object per line, found invalid JSON ({exc.msg} at "
-                f"column {exc.colno})",
-                lineno,
-            ) from None
-        if not isinstance(record, dict):
-            raise DataError(
-                file, f"expected a JSON review object, found {type(record).__name__}", lineno
-            )
+    for lineno, record in iter_json_objects(file, "review object"):
         user = _required_id(file, lineno, record, "reviewerID")
         asin = _required_id(file, lineno, record, "asin")
         rating = _number(record.get("overall"))
@@ -287,17 +274,7 @@ def load_amazon(path: Path | None, cfg: DataConfig) -> CrossDomainDataset:
         raise DataError(str(path), "the amazon format needs a directory of review/metadata files")
     categories = find_category_files(path)
     names = [c.category for c in categories]
-    domains = names
-    if cfg.domain_names is not None:
-        if len(cfg.domain_names) != len(names):
-            raise DataError(
-                path,
-                f"data.domain_names gives {len(cfg.domain_names)} name(s) but the directory "
-                f"holds {len(names)} categor(ies): {', '.join(names)}",
-            )
-        if len(set(cfg.domain_names)) != len(cfg.domain_names):
-            raise DataError(path, f"data.domain_names must be distinct, got {cfg.domain_names}")
-        domains = list(cfg.domain_names)
+    domains = rename_domains(path, names, cfg.domain_names, "categor(ies)")
 
     items: list[Item] = []
     interactions: list[Interaction] = []

@@ -23,7 +23,7 @@ from pathlib import Path
 from crossrec.config import DataConfig
 from crossrec.data.dataset import CrossDomainDataset
 from crossrec.data.io import iter_lines
-from crossrec.data.loaders import register_loader
+from crossrec.data.loaders import register_loader, rename_domains
 from crossrec.data.schema import EventType, Interaction, Item
 from crossrec.errors import DataError
 
@@ -318,17 +318,7 @@ def load_recbole(path: Path | None, cfg: DataConfig) -> CrossDomainDataset:
         raise DataError(str(path), "the recbole format needs a directory of atomic files")
     inter_files = find_inter_files(path)
     stems = [stem for stem, _ in inter_files]
-    domains = stems
-    if cfg.domain_names is not None:
-        if len(cfg.domain_names) != len(stems):
-            raise DataError(
-                path,
-                f"data.domain_names gives {len(cfg.domain_names)} name(s) but found "
-                f"{len(stems)} .inter file(s): {', '.join(stems)}",
-            )
-        if len(set(cfg.domain_names)) != len(cfg.domain_names):
-            raise DataError(path, f"data.domain_names must be distinct, got {cfg.domain_names}")
-        domains = list(cfg.domain_names)
+    domains = rename_domains(path, stems, cfg.domain_names, ".inter file(s)")
 
     items: list[Item] = []
     interactions: list[Interaction] = []

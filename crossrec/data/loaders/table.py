@@ -25,7 +25,7 @@ from typing import Any
 
 from crossrec.config import DataConfig, TableColumns, TableConfig
 from crossrec.data.dataset import CrossDomainDataset
-from crossrec.data.io import iter_lines, open_binary
+from crossrec.data.io import iter_json_objects, iter_lines, open_binary
 from crossrec.data.loaders import register_loader
 from crossrec.data.schema import EventType, Interaction, Item
 from crossrec.errors import DataError
@@ -163,16 +163,7 @@ def _check_object(file: Path, lineno: int, obj: Any, columns: list[str]) -> Reco
 
 def read_jsonl(file: Path, columns: list[str]) -> Iterator[tuple[int, Record]]:
     """Yields ``(line, {column: value})`` of a JSON-lines table, one object per line."""
-    for lineno, line in iter_lines(file, expected="one JSON object per line"):
-        try:
-            obj = json.loads(line)
-        except json.JSONDecodeError as exc:
-            raise DataError(
-                file,
-                f"expected one JSON object per line, found invalid JSON ({exc.msg} at column "
-                f"{exc.colno})",
-                lineno,
-            ) from None
+    for lineno, obj in iter_json_objects(file):
         yield lineno, _check_object(file, lineno, obj, columns)
 
 
