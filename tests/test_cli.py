@@ -126,3 +126,13 @@ def test_import_crossrec_stays_light() -> None:
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)
     assert out.stdout.strip() == ""
+
+
+def test_missing_column_gets_clear_error(tmp_path: Path) -> None:
+    write(tmp_path / "interactions.csv", "user_id,item,domain,timestamp\nu1,i1,books,1\n")
+    write(tmp_path / "items.csv", "item_id,domain,title\ni1,books,Dune\n")
+    result = runner.invoke(app, ["data", "inspect", str(tmp_path), "--format", "table"])
+    assert result.exit_code == 2
+    assert "interactions.csv:1:" in result.output
+    assert "item_id" in result.output
+    assert "Traceback" not in result.output

@@ -97,6 +97,24 @@ def _windows(sequences: list[np.ndarray], max_len: int) -> list[np.ndarray]:
     return out
 
 
+def _length_bucketed_batches(
+    lengths: np.ndarray, batch_size: int, rng: np.random.Generator
+) -> list[np.ndarray]:
+    """Shuffled batches of similar-length windows, so little compute goes to padding.
+
+    Windows are shuffled, cut into pools of 50 batches, sorted by length within a pool, batched,
+    and the batches shuffled again: each epoch sees a different random order.
+    """
+    order = rng.permutation(lengths.size)
+    pool = batch_size * 50
+    batches: list[np.ndarray] = []
+    for start in range(0, order.size, pool):
+        chunk = order[start : start + pool]
+        chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
+        batches.extend(chunk[i : i + batch_size] for i in range(0, chunk.size, batch_size))
+    return [batches[i] for i in rng.permutation(len(batches))]
+
+
 def _left_pad(rows: Sequence[np.ndarray], length: int) -> torch.Tensor:
     batch = torch.zeros(len(rows), length, dtype=torch.long)
     for i, r in enumerate(rows):
@@ -164,6 +182,7 @@ class SASRecRecommender(Recommender):
         n_items = self._offsets[d + 1] - offset
         seqs = [seq - offset + 1 for seq in split.train_domain_sequences(domain)]
         windows = _windows(seqs, s.max_len)
+        lengths = np.array([w.size for w in windows])
         net = SASRecNetwork(n_items, s)
         self.models[domain] = net
         opt = torch.optim.AdamW(net.parameters(), lr=s.lr, weight_decay=s.weight_decay)
@@ -174,11 +193,12 @@ class SASRecRecommender(Recommender):
         show = sys.stderr.isatty()
         for epoch in range(1, s.max_epochs + 1):
             net.train()
-            order = rng.permutation(len(windows))
             total, steps = 0.0, 0
-            batches = range(0, len(order), s.batch_size)
-            for start in tqdm(batches, desc=f"sasrec[{domain}] epoch {epoch}", disable=not show):
-                rows = [windows[i] for i in order[start : start + s.batch_size]]
+            batches = _length_bucketed_batches(lengths, s.batch_size, rng)
+            for batch_idx in tqdm(
+                batches, desc=f"sasrec[{domain}] epoch {epoch}", disable=not show
+            ):
+                rows = [windows[i] for i in batch_idx]
                 length = max(r.size for r in rows)
                 batch = _left_pad(rows, length)
                 inputs, targets = batch[:, :-1], batch[:, 1:]
