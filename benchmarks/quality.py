@@ -107,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
     sasrec += f"batch={cfg.train.batch_size} max_epochs={cfg.train.max_epochs} "
     sasrec += f"patience={cfg.train.patience}"
     print(f"settings: {sasrec}; overrides: {args.overrides or 'none'}\n")
-    for slice_name in ("all", "cold_user", "cold_item"):
+    for slice_name in ("all", "cold-users", "cold-items"):
         if any(r.slice == slice_name for r in run.rows):
             print(f"### slice: {slice_name}\n")
             print(models_table(run.rows, cfg.eval.ks, slice_name=slice_name))

@@ -50,7 +50,7 @@ def run_demo(cfg: CrossRecConfig, echo: Callable[[str], None] = print) -> list[E
     run = run_baselines(cfg, BASELINES, dataset, split=split, on_model_done=done)
 
     echo(f"[4/{total}] results (test cases)")
-    for slice_name in ("all", "cold_user", "cold_item"):
+    for slice_name in ("all", "cold-users", "cold-items"):
         if any(r.slice == slice_name for r in run.rows):
             echo("")
             echo(

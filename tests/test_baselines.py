@@ -52,7 +52,7 @@ def test_itemknn_uses_cross_domain_cooccurrence(
     model.fit(small_split)
     assert _ndcg(small_split, model) > _ndcg(small_split, popularity)
     # Cold-start users have only books, yet book-film co-occurrence still ranks films.
-    assert _ndcg(small_split, model, "cold_user") > _random_ndcg(small_split) * 2
+    assert _ndcg(small_split, model, "cold-users") > _random_ndcg(small_split) * 2
 
 
 def test_sasrec_learns_target_sequences(
@@ -64,7 +64,7 @@ def test_sasrec_learns_target_sequences(
     assert history[-1]["loss"] < history[0]["loss"]
     assert _ndcg(small_split, model) > _ndcg(small_split, popularity) * 0.8
     # It was trained on target items only, so cold-start items are out of its reach.
-    assert _ndcg(small_split, model, "cold_item") == 0.0
+    assert _ndcg(small_split, model, "cold-items") == 0.0
 
 
 def test_sasrec_is_deterministic(small_split: Split) -> None:
@@ -81,8 +81,8 @@ def test_text_zero_shot_serves_cold_items_and_users(small_split: Split) -> None:
     model.fit(small_split)
     random = _random_ndcg(small_split)
     assert _ndcg(small_split, model) > 2 * random
-    assert _ndcg(small_split, model, "cold_item") > 0.0
-    assert _ndcg(small_split, model, "cold_user") > 2 * random
+    assert _ndcg(small_split, model, "cold-items") > 0.0
+    assert _ndcg(small_split, model, "cold-users") > 2 * random
 
 
 def test_make_baseline_names() -> None:

@@ -94,7 +94,7 @@ def test_leave_one_out_targets_and_contexts() -> None:
 def test_cold_users_have_no_target_history_anywhere() -> None:
     ds = _loo_dataset()
     split = make_split(ds, EvalConfig(cold_user_fraction=0.3, cold_item_fraction=0.0), ["films"])
-    cold = [c for c in split.test if "cold_user" in c.slices]
+    cold = [c for c in split.test if "cold-users" in c.slices]
     assert len(cold) == 3
     films = ds.domain_index["films"]
     for case in cold:
@@ -110,7 +110,7 @@ def test_cold_items_never_in_training() -> None:
     assert len(split.cold_items) == 40
     counts = split.train_item_counts()
     assert all(counts[i] == 0 for i in split.cold_items)
-    tagged = [c for c in split.test if "cold_item" in c.slices]
+    tagged = [c for c in split.test if "cold-items" in c.slices]
     assert tagged
     assert all(counts[c.target] == 0 for c in tagged)
 
@@ -140,7 +140,7 @@ def test_predefined_split_uses_last_item_domain() -> None:
     assert [(c.user, c.domain) for c in split.valid] == [("valid/1", "films")]
     # Held-out users contribute nothing to training.
     assert split.train_sequences[ds.user_index["test/1"]].size == 0
-    assert "cold_user" in split.test[0].slices  # no book before the target
+    assert "cold-users" in split.test[0].slices  # no book before the target
 
 
 def test_unknown_target_domain_and_no_eligible_users() -> None:

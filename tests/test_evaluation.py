@@ -60,7 +60,7 @@ def test_oracle_is_perfect_in_every_protocol_and_slice(small_split: Split) -> No
     ev = TargetDomainEvaluator(small_split, EvalConfig(batch_size=37))
     rows = ev.evaluate(Oracle(small_split))
     assert {r.protocol for r in rows} == {"full", "sampled"}
-    assert {r.slice for r in rows} == {"all", "cold_user", "cold_item"}
+    assert {r.slice for r in rows} == {"all", "cold-users", "cold-items"}
     for row in rows:
         assert all(v == pytest.approx(1.0) for v in row.metrics.values()), row
 

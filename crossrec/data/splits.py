@@ -14,8 +14,8 @@ Two protocols:
   train_overlap / valid / test). Valid and test users are predicted at their last item, which
   decides the case's domain; their earlier items are context only.
 
-Slice tags of a test case: ``all`` always; ``cold_user`` when its context has no item of the
-target domain; ``cold_item`` when its target never occurs in training.
+Slice tags of a test case: ``all`` always; ``cold-users`` when its context has no item of the
+target domain; ``cold-items`` when its target never occurs in training.
 """
 
 from __future__ import annotations
@@ -32,7 +32,7 @@ from crossrec.errors import EvaluationError
 
 logger = logging.getLogger(__name__)
 
-SLICES = ("all", "cold_user", "cold_item")
+SLICES = ("all", "cold-users", "cold-items")
 
 
 @dataclass(frozen=True)
@@ -126,9 +126,9 @@ def _finish(split: Split) -> Split:
         for i, case in enumerate(cases):
             tags = set(case.slices)
             if counts[case.target] == 0:
-                tags.add("cold_item")
+                tags.add("cold-items")
             if _tag(split.dataset.domain_index[case.domain], split.dataset, case.context):
-                tags.add("cold_user")
+                tags.add("cold-users")
             cases[i] = EvalCase(case.user, case.domain, case.target, case.context, frozenset(tags))
     return split
 
@@ -189,7 +189,7 @@ def leave_one_out(dataset: CrossDomainDataset, cfg: EvalConfig, targets: list[st
                 context = seq[:p]
                 if cold:
                     context = context[item_domain[context] != d]
-                valid_tags = frozenset({"all", "cold_user"} if cold else {"all"})
+                valid_tags = frozenset({"all", "cold-users"} if cold else {"all"})
                 cases.append(EvalCase(user, domain, int(seq[p]), context, valid_tags))
         kept = seq[:cut]
         for d in hidden_domains:
