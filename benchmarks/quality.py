@@ -25,11 +25,13 @@ import sys
 import time
 from pathlib import Path
 
+import torch
+
 from crossrec.baselines import BASELINES
-from crossrec.config import CrossRecConfig, load_config
+from crossrec.config import CrossRecConfig, load_config, with_overrides
 from crossrec.data.loaders import load_dataset
 from crossrec.errors import CrossRecError
-from crossrec.experiments import run_baselines
+from crossrec.experiments import all_model_names, run_models
 from crossrec.reporting import models_table
 
 DATASETS = {
@@ -51,6 +53,24 @@ def build_config(name: str, quick: bool, extra: list[str] | None = None) -> Cros
     return load_config(None, [*overrides, *(extra or [])])
 
 
+# LoRA trains the encoder end to end: on a CPU it is bounded so the table finishes.
+LORA_CPU_BOUNDS = [
+    "train.pretrain_max_epochs=1", "train.max_epochs=2", "train.max_steps_per_epoch=40",
+    "train.batch_size=64", "train.num_negatives=128",
+]  # fmt: skip
+QUICK_CROSSREC = ["train.pretrain_max_epochs=2", "train.max_epochs=3"]
+
+
+def model_config(name: str, cfg: CrossRecConfig, quick: bool) -> CrossRecConfig:
+    """Per-model adjustments: CPU bounds for LoRA, fewer epochs with --quick."""
+    extra: list[str] = []
+    if name == "crossrec-transfer-lora" and not torch.cuda.is_available():
+        extra += LORA_CPU_BOUNDS
+    if quick and name.startswith("crossrec"):
+        extra += QUICK_CROSSREC
+    return with_overrides(cfg, extra, origin=f"benchmark settings for {name}") if extra else cfg
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", required=True, choices=sorted(DATASETS))
@@ -62,7 +82,12 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--quick", action="store_true", help="finish in under 3 minutes")
     parser.add_argument("--json", type=Path, help="write result rows here")
-    parser.add_argument("--models", default=",".join(BASELINES), help="comma-separated models")
+    parser.add_argument(
+        "--models",
+        default=None,
+        help="comma-separated models (default: all; with --quick: baselines, "
+        "crossrec-target-only and crossrec-transfer)",
+    )
     parser.add_argument(
         "--set",
         dest="overrides",
@@ -87,15 +112,31 @@ def main(argv: list[str] | None = None) -> int:
     except CrossRecError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
-    models = [m.strip() for m in args.models.split(",") if m.strip()]
+    if args.models:
+        models = [m.strip() for m in args.models.split(",") if m.strip()]
+    elif args.quick:
+        models = [*BASELINES, "crossrec-target-only", "crossrec-transfer"]
+    else:
+        models = all_model_names()
+    unknown = [m for m in models if m not in all_model_names()]
+    if unknown:
+        print(f"error: unknown model(s) {unknown}; known: {all_model_names()}", file=sys.stderr)
+        return 2
     started = time.perf_counter()
     try:
         dataset = load_dataset(cfg.data, path)
-        run = run_baselines(
+        encoder = None
+        if any(m.startswith("crossrec") for m in models):
+            from crossrec.encoders.text_encoder import TextEncoder
+
+            encoder = TextEncoder.from_config(cfg.encoder)
+        run = run_models(
             cfg,
             models,
             dataset,
             on_model_done=lambda n, rows, s: print(f"{n}: {s:.1f}s", file=sys.stderr),
+            config_for=lambda name, c: model_config(name, c, args.quick),
+            encoder=encoder,
         )
     except CrossRecError as exc:
         print(f"error: {exc}", file=sys.stderr)
@@ -103,10 +144,16 @@ def main(argv: list[str] | None = None) -> int:
     wall = time.perf_counter() - started
     print(f"## {args.dataset}: {dataset.num_users:,} users, {dataset.num_items:,} items")
     print(f"protocol: {run.split.protocol}; split: {json.dumps(run.split.summary()['test'])}\n")
-    sasrec = f"sasrec: dim={cfg.model.dim} layers={cfg.model.num_layers} lr={cfg.train.lr} "
-    sasrec += f"batch={cfg.train.batch_size} max_epochs={cfg.train.max_epochs} "
-    sasrec += f"patience={cfg.train.patience}"
-    print(f"settings: {sasrec}; overrides: {args.overrides or 'none'}\n")
+    m, t = cfg.model, cfg.train
+    print(
+        f"settings: dim={m.dim} layers={m.num_layers} heads={m.num_heads} dropout={m.dropout} "
+        f"max_history={m.max_history} lr={t.lr} batch={t.batch_size} max_epochs={t.max_epochs} "
+        f"patience={t.patience} negatives={t.num_negatives} temperature={m.temperature}; "
+        f"overrides: {args.overrides or 'none'}"
+    )
+    if "crossrec-transfer-lora" in models and not torch.cuda.is_available():
+        print(f"crossrec-transfer-lora on CPU is bounded: {' '.join(LORA_CPU_BOUNDS)}")
+    print()
     for slice_name in ("all", "cold-users", "cold-items"):
         if any(r.slice == slice_name for r in run.rows):
             print(f"### slice: {slice_name}\n")

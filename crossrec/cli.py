@@ -148,11 +148,22 @@ def data_inspect(
 @handle_errors
 def evaluate(
     baseline: Annotated[
-        str,
+        str | None,
         typer.Option(
-            help="Baseline to fit and evaluate: popularity, itemknn, sasrec, text-zero-shot."
+            help="Fit and evaluate a baseline: popularity, itemknn, sasrec, text-zero-shot."
         ),
-    ],
+    ] = None,
+    model: Annotated[
+        str | None,
+        typer.Option(
+            help="Train and evaluate a crossrec variant: crossrec-target-only, crossrec-transfer, "
+            "crossrec-transfer-{dann,mmd,coral,lora}."
+        ),
+    ] = None,
+    checkpoint: Annotated[
+        Path | None,
+        typer.Option(help="Evaluate a saved checkpoint (or a folder of per-domain checkpoints)."),
+    ] = None,
     data: Annotated[
         Path | None, typer.Option("--data", help="Dataset path; omit for the synthetic world.")
     ] = None,
@@ -161,31 +172,117 @@ def evaluate(
         str | None,
         typer.Option(help="full, sampled, or omit for both (eval.protocols)."),
     ] = None,
+    rank: Annotated[
+        bool, typer.Option("--rank", help="Checkpoints: score with retrieve+rank.")
+    ] = False,
     json_file: Annotated[
         Path | None, typer.Option("--json", help="Also write the result rows to this JSON file.")
     ] = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
 ) -> None:
-    """Fit a baseline on a dataset's training split and print its test metrics."""
-    from crossrec.baselines import BASELINES
-    from crossrec.data.loaders import load_dataset
-    from crossrec.evaluation import format_rows
-    from crossrec.experiments import run_baselines
+    """Evaluate on the test split: a baseline, a crossrec variant (trained here) or a checkpoint.
 
-    if baseline not in BASELINES:
-        _fail(f"--baseline {baseline!r} is not one of: {', '.join(BASELINES)}")
+    Give exactly one of --baseline, --model, --checkpoint. A checkpoint is evaluated on the data
+    its saved config names.
+    """
+    from crossrec.evaluation import format_rows
+    from crossrec.experiments import all_model_names, evaluate_checkpoint, run_models
+
+    chosen = [n for n, v in (("--baseline", baseline), ("--model", model),
+                             ("--checkpoint", checkpoint)) if v is not None]  # fmt: skip
+    if len(chosen) != 1:
+        _fail("give exactly one of --baseline, --model, --checkpoint")
     if protocol not in (None, "full", "sampled"):
         _fail(f"--protocol {protocol!r} is not one of: full, sampled")
-    cfg = _load(config, set_, format=format)
-    dataset = load_dataset(cfg.data, data)
     protocols = [protocol] if protocol else None
-    run = run_baselines(cfg, [baseline], dataset, protocols=protocols)
-    typer.echo(format_rows(run.rows, cfg.eval.ks, cfg.eval.num_negatives))
+    if checkpoint is not None:
+        rows, cfg = evaluate_checkpoint(checkpoint, protocols, rank=rank)
+    else:
+        from crossrec.baselines import BASELINES
+        from crossrec.data.loaders import load_dataset
+
+        name = baseline or model
+        assert name is not None
+        known = (
+            list(BASELINES) if baseline else [m for m in all_model_names() if m not in BASELINES]
+        )
+        if name not in known:
+            _fail(f"{chosen[0]} {name!r} is not one of: {', '.join(known)}")
+        cfg = _load(config, set_, format=format)
+        dataset = load_dataset(cfg.data, data)
+        rows = run_models(cfg, [name], dataset, protocols=protocols).rows
+    typer.echo(format_rows(rows, cfg.eval.ks, cfg.eval.num_negatives))
     if json_file is not None:
         json_file.parent.mkdir(parents=True, exist_ok=True)
-        json_file.write_text(json.dumps([r.to_dict() for r in run.rows], indent=2))
+        json_file.write_text(json.dumps([r.to_dict() for r in rows], indent=2))
         typer.echo(f"wrote {json_file}")
+
+
+@app.command()
+@handle_errors
+def train(
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    output: Annotated[
+        Path, typer.Option("--output", "-o", help="Checkpoints go to OUTPUT/<target domain>.")
+    ] = Path("checkpoints/crossrec"),
+) -> None:
+    """Train the cross-domain model (single process): pretrain on the source domain(s), adapt to
+    each target domain, evaluate on the test split, save checkpoints."""
+    from crossrec.evaluation import format_rows
+    from crossrec.experiments import train_crossrec
+
+    cfg = _load(config, set_)
+
+    def progress(record: dict[str, Any]) -> None:
+        valid = record.get("valid_ndcg@10")
+        shown = "" if valid is None else f" valid ndcg@10={valid:.4f}"
+        typer.echo(
+            f"{record['stage']}[{record['target']}] epoch {int(record['epoch'])}: "
+            f"loss={record['loss']:.4f}{shown} ({record['seconds']:.1f}s)"
+        )
+
+    result = train_crossrec(cfg, output, on_epoch=progress)
+    typer.echo(format_rows(result.rows, cfg.eval.ks, cfg.eval.num_negatives))
+    for target, path in result.checkpoints.items():
+        typer.echo(f"checkpoint for {target}: {path}")
+
+
+@app.command()
+@handle_errors
+def recommend(
+    checkpoint: Annotated[Path, typer.Option(help="Checkpoint (or folder of checkpoints).")],
+    domain: Annotated[str, typer.Option(help="Domain to recommend from.")],
+    user: Annotated[
+        str | None, typer.Option(help="A user of the checkpoint's dataset (their history is used).")
+    ] = None,
+    query: Annotated[
+        str | None, typer.Option(help="Free text describing what the user wants (cold start).")
+    ] = None,
+    k: Annotated[int, typer.Option("-k", help="How many items.", min=1, max=1000)] = 10,
+) -> None:
+    """Print the top-k items of a domain for a dataset user and/or a text query."""
+    from crossrec.data.loaders import load_dataset
+    from crossrec.experiments import load_checkpoints
+    from crossrec.experiments import recommend as recommend_items
+
+    models = load_checkpoints(checkpoint)
+    history: list[tuple[str, str]] = []
+    if user is not None:
+        cfg = next(iter(models.values())).cfg
+        dataset = load_dataset(cfg.data)
+        if user not in dataset.user_index:
+            _fail(f"--user {user!r} is not in the {cfg.data.format} dataset the checkpoint names")
+        history = [(dataset.items[g].domain, dataset.items[g].item_id)
+                   for g in dataset.user_sequence(user)]  # fmt: skip
+        typer.echo(f"history of {user} ({len(history)} items, most recent last):")
+        for g in dataset.user_sequence(user)[-5:]:
+            typer.echo(f"  [{dataset.items[g].domain}] {dataset.items[g].title}")
+    items = recommend_items(models, domain, history=history, query=query, k=k)
+    typer.echo(f"top {k} in {domain}:")
+    for rank_no, rec in enumerate(items, start=1):
+        typer.echo(f"{rank_no:3d}. {rec.title}  ({rec.item_id}, score {rec.score:.3f})")
 
 
 @app.command()

@@ -144,7 +144,19 @@ class ModelConfig(_Section):
     num_layers: int = Field(2, ge=1)
     num_heads: int = Field(2, ge=1)
     dropout: float = Field(0.2, ge=0.0, lt=1.0)
-    item_mode: Literal["frozen", "lora", "full"] = "frozen"
+    item_mode: Literal["frozen", "lora", "full"] = Field(
+        "frozen",
+        description="Item tower: frozen text vectors + adapter, LoRA on the encoder, or the full "
+        "encoder trained end to end.",
+    )
+    num_experts: int = Field(8, ge=1, description="Experts of the whitening-MoE item adapter.")
+    temperature: float = Field(0.07, gt=0, description="Softmax temperature of the InfoNCE loss.")
+    ranker_candidates: int = Field(
+        50, ge=2, description="Retrieved candidates the ranker re-scores (retrieve+rank)."
+    )
+    lora_r: int = Field(8, ge=1)
+    lora_alpha: int = Field(16, ge=1)
+    lora_dropout: float = Field(0.05, ge=0.0, lt=1.0)
 
     @model_validator(mode="after")
     def _heads_divide_dim(self) -> ModelConfig:
@@ -155,8 +167,11 @@ class ModelConfig(_Section):
 
 class AdaptationConfig(_Section):
     method: Literal["none", "dann", "mmd", "coral"] = "none"
-    weight: float = Field(0.1, ge=0.0)
+    weight: float = Field(0.1, ge=0.0, description="Weight of the adaptation loss.")
     source_domains: list[str] | None = Field(None, description="None = every non-target domain.")
+    samples_per_domain: int = Field(
+        256, ge=8, description="Items per domain drawn each step for the alignment loss."
+    )
 
 
 class TrainConfig(_Section):
@@ -166,6 +181,30 @@ class TrainConfig(_Section):
     batch_size: int = Field(128, ge=1)
     max_epochs: int = Field(50, ge=1)
     patience: int = Field(5, ge=1, description="Epochs without validation NDCG@10 gain.")
+    stages: list[Literal["pretrain", "adapt"]] = Field(
+        default_factory=lambda: ["pretrain", "adapt"],  # type: ignore[arg-type]
+        min_length=1,
+        description="pretrain = next-item training on the source domain(s); adapt = fine-tuning "
+        "on the target domain, from the pretrained weights.",
+    )
+    finetune: Literal["adapter", "lora", "full"] = Field(
+        "full",
+        description="What `adapt` trains: the item adapter and domain embeddings only, LoRA + "
+        "adapter (needs model.item_mode=lora), or everything.",
+    )
+    target_only: bool = Field(
+        False,
+        description="Train and predict with target-domain history only (the no-transfer "
+        "reference); implies stages=[adapt].",
+    )
+    num_negatives: int = Field(256, ge=1, description="Sampled negatives per step (InfoNCE).")
+    pretrain_max_epochs: int | None = Field(
+        None, ge=1, description="Epoch cap of `pretrain` (None = max_epochs)."
+    )
+    ranker_epochs: int = Field(2, ge=0, description="Ranker epochs after `adapt` (0 = none).")
+    max_steps_per_epoch: int | None = Field(
+        None, ge=1, description="Cap on optimizer steps per epoch (bounds lora/full on CPU)."
+    )
     num_workers: int = Field(2, ge=1, description="Ray Train workers.")
     use_gpu: bool = False
     storage_path: str = Field("runs", description="Local folder or s3:// / gs:// URI.")
@@ -234,6 +273,16 @@ class CrossRecConfig(_Section):
     feature_store: FeatureStoreConfig = Field(default_factory=FeatureStoreConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
 
+    @model_validator(mode="after")
+    def _cross_section_rules(self) -> CrossRecConfig:
+        if self.train.finetune == "lora" and self.model.item_mode != "lora":
+            raise ValueError("train.finetune=lora needs model.item_mode=lora")
+        if self.train.target_only and "pretrain" in self.train.stages:
+            raise ValueError(
+                "train.target_only=true trains no source stage: set train.stages=[adapt]"
+            )
+        return self
+
     def to_yaml(self) -> str:
         return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
 
@@ -297,7 +346,12 @@ def load_config(
         if not isinstance(loaded, dict):
             raise ConfigError("", "top level must be a mapping of sections", source)
         raw = loaded
-    for text in overrides or []:
+    origin = source if not overrides else (f"{source} + --set" if source else "--set")
+    return _validate(_apply_overrides(raw, overrides or []), origin)
+
+
+def _apply_overrides(raw: dict[str, Any], overrides: list[str]) -> dict[str, Any]:
+    for text in overrides:
         parts, value = _parse_override(text)
         node = raw
         for part in parts[:-1]:
@@ -306,8 +360,19 @@ def load_config(
                 raise ConfigError(".".join(parts), f"{part!r} is not a section", "--set")
             node = child
         node[parts[-1]] = value
+    return raw
+
+
+def _validate(raw: dict[str, Any], origin: str | None) -> CrossRecConfig:
     try:
         return CrossRecConfig.model_validate(raw)
     except ValidationError as exc:
-        origin = source if not overrides else (f"{source} + --set" if source else "--set")
         raise _first_error(exc, origin) from None
+
+
+def with_overrides(
+    cfg: CrossRecConfig, overrides: list[str], origin: str = "--set"
+) -> CrossRecConfig:
+    """A copy of ``cfg`` with ``a.b=c`` overrides applied (validated like `load_config`)."""
+    raw = cfg.model_dump(mode="json")
+    return _validate(_apply_overrides(raw, overrides), origin)

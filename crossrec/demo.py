@@ -14,7 +14,7 @@ from crossrec.config import CrossRecConfig
 from crossrec.data.loaders import load_dataset
 from crossrec.data.splits import make_split
 from crossrec.evaluation import EvaluationRow
-from crossrec.experiments import run_baselines, target_domains_for
+from crossrec.experiments import run_models, target_domains_for
 from crossrec.reporting import models_table
 
 
@@ -47,7 +47,7 @@ def run_demo(cfg: CrossRecConfig, echo: Callable[[str], None] = print) -> list[E
         score = "" if headline is None else f" ndcg@10={headline.metrics['ndcg@10']:.4f}"
         echo(f"       {name}: {seconds:.1f}s{score}")
 
-    run = run_baselines(cfg, BASELINES, dataset, split=split, on_model_done=done)
+    run = run_models(cfg, BASELINES, dataset, split=split, on_model_done=done)
 
     echo(f"[4/{total}] results (test cases)")
     for slice_name in ("all", "cold-users", "cold-items"):

@@ -6,18 +6,41 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
 
-from crossrec.baselines import make_baseline
+import numpy as np
+import torch
+
+from crossrec.baselines import BASELINES, make_baseline
 from crossrec.config import CrossRecConfig
 from crossrec.data.dataset import CrossDomainDataset
 from crossrec.data.splits import Split, make_split
 from crossrec.evaluation import EvaluationRow, TargetDomainEvaluator
+from crossrec.recommender import Recommender
 
 logger = logging.getLogger(__name__)
 
 
+def all_model_names() -> list[str]:
+    """Every model the benchmarks and `crossrec evaluate` know: baselines, then variants."""
+    from crossrec.models.variants import VARIANTS
+
+    return [*BASELINES, *VARIANTS]
+
+
+def make_model(name: str, cfg: CrossRecConfig, **crossrec_kwargs: object) -> Recommender:
+    """A baseline or a crossrec variant (``crossrec-transfer``, ...) by name."""
+    if name in BASELINES:
+        return make_baseline(name, cfg)
+    from crossrec.models.recommender import CrossRecRecommender
+    from crossrec.models.variants import variant_config
+
+    return CrossRecRecommender(variant_config(name, cfg), name=name, **crossrec_kwargs)  # type: ignore[arg-type]
+
+
 @dataclass
-class BaselineRun:
+class ModelRun:
     """The rows of every evaluated model and the time each took (fit + evaluation)."""
 
     split: Split
@@ -34,7 +57,7 @@ def target_domains_for(dataset: CrossDomainDataset, cfg: CrossRecConfig) -> list
     return list(dataset.domains)
 
 
-def run_baselines(
+def run_models(
     cfg: CrossRecConfig,
     names: Sequence[str],
     dataset: CrossDomainDataset,
@@ -42,14 +65,19 @@ def run_baselines(
     split: Split | None = None,
     protocols: Sequence[str] | None = None,
     on_model_done: Callable[[str, list[EvaluationRow], float], None] | None = None,
-) -> BaselineRun:
-    """Fits each baseline on the split's training data and evaluates it on the test cases."""
+    config_for: Callable[[str, CrossRecConfig], CrossRecConfig] | None = None,
+    **crossrec_kwargs: object,
+) -> ModelRun:
+    """Fits each model on the split's training data and evaluates it on the test cases.
+
+    ``config_for(name, cfg)`` may adjust the config per model (e.g. CPU bounds for LoRA)."""
     split = split or make_split(dataset, cfg.eval, target_domains_for(dataset, cfg))
     evaluator = TargetDomainEvaluator(split, cfg.eval)
-    run = BaselineRun(split)
+    run = ModelRun(split)
     for name in names:
         start = time.perf_counter()
-        model = make_baseline(name, cfg)
+        model_cfg = config_for(name, cfg) if config_for is not None else cfg
+        model = make_model(name, model_cfg, **crossrec_kwargs)
         logger.info("fitting model=%s dataset=%s", name, dataset.name)
         model.fit(split)
         rows = evaluator.evaluate(model, "test", protocols=protocols)
@@ -61,3 +89,151 @@ def run_baselines(
         if on_model_done is not None:
             on_model_done(name, rows, elapsed)
     return run
+
+
+@dataclass
+class TrainResult:
+    """A trained crossrec model per target domain, its test rows and where it was saved."""
+
+    split: Split
+    recommender: Any
+    rows: list[EvaluationRow]
+    checkpoints: dict[str, Path]
+
+
+def train_crossrec(
+    cfg: CrossRecConfig,
+    output: Path | None,
+    *,
+    name: str = "crossrec",
+    on_epoch: Callable[[dict[str, Any]], None] | None = None,
+) -> TrainResult:
+    """Loads the configured data, trains the cross-domain model for each target domain, evaluates
+    it on the test cases and saves one checkpoint per target domain under ``output/<domain>``."""
+    from crossrec.data.loaders import load_dataset
+    from crossrec.models.recommender import CrossRecRecommender
+
+    dataset = load_dataset(cfg.data)
+    split = make_split(dataset, cfg.eval, target_domains_for(dataset, cfg))
+    recommender = CrossRecRecommender(cfg, name=name, on_epoch=on_epoch)
+    recommender.fit(split)
+    rows = TargetDomainEvaluator(split, cfg.eval).evaluate(recommender, "test")
+    checkpoints: dict[str, Path] = {}
+    for target, model in recommender.models.items():
+        for row in rows:
+            if row.domain == target and row.slice == "all":
+                model.metrics.update(
+                    {f"test_{row.protocol}_{k}": v for k, v in row.metrics.items()}
+                )
+        if output is not None:
+            checkpoints[target] = model.save_pretrained(output / target)
+    return TrainResult(split, recommender, rows, checkpoints)
+
+
+def load_checkpoints(path: Path) -> dict[str, Any]:
+    """``{target domain: CrossRecModel}`` from a checkpoint directory or a parent of several."""
+    from crossrec.errors import CrossRecError
+    from crossrec.models.crossrec_model import MANIFEST_FILE, CrossRecModel
+
+    if (path / MANIFEST_FILE).is_file():
+        dirs = [path]
+    else:
+        dirs = sorted(p for p in path.glob("*") if (p / MANIFEST_FILE).is_file())
+    if not dirs:
+        raise CrossRecError(f"no crossrec checkpoint in {path} (expected {MANIFEST_FILE})")
+    models = {}
+    for directory in dirs:
+        model = CrossRecModel.from_pretrained(directory)
+        models[model.target_domain or directory.name] = model
+    return models
+
+
+class CheckpointRecommender(Recommender):
+    """Serves loaded checkpoints to the evaluator (one per target domain)."""
+
+    name = "crossrec-checkpoint"
+
+    def __init__(self, models: dict[str, Any], rank: bool = False) -> None:
+        self.models = models
+        self.rank = rank
+
+    def fit(self, split: Split) -> None:
+        pass  # already trained
+
+    def score(self, cases: Any, domain: str) -> Any:
+        from crossrec.trainer import ModelView
+
+        model = self.models[domain]
+        view = ModelView(model, target_only=model.cfg.train.target_only, rank=self.rank)
+        return view.score(cases, domain)
+
+
+def evaluate_checkpoint(
+    path: Path, protocols: Sequence[str] | None = None, *, rank: bool = False
+) -> tuple[list[EvaluationRow], CrossRecConfig]:
+    """Evaluates saved checkpoints on the test split of the data their config names."""
+    from crossrec.data.loaders import load_dataset
+    from crossrec.errors import CrossRecError
+
+    models = load_checkpoints(path)
+    cfg = next(iter(models.values())).cfg
+    dataset = load_dataset(cfg.data)
+    keys = [(it.domain, it.item_id) for it in dataset.items]
+    for target, model in models.items():
+        if model.item_keys[: len(keys)] != keys:
+            raise CrossRecError(
+                f"checkpoint for {target!r} was trained on another item catalogue than "
+                f"{cfg.data.format} data at {cfg.data.path}"
+            )
+    split = make_split(dataset, cfg.eval, sorted(models))
+    rows = TargetDomainEvaluator(split, cfg.eval).evaluate(
+        CheckpointRecommender(models, rank=rank), "test", protocols=protocols
+    )
+    return rows, cfg
+
+
+@dataclass
+class Recommendation:
+    item_id: str
+    title: str
+    score: float
+
+
+def recommend(
+    models: dict[str, Any],
+    domain: str,
+    *,
+    history: Sequence[tuple[str, str]] = (),
+    query: str | None = None,
+    k: int = 10,
+    exclude_seen: bool = True,
+) -> list[Recommendation]:
+    """Top-``k`` items of ``domain`` for a history of ``(domain, item_id)`` pairs and/or a text
+    query (cold start: either may be empty, not both)."""
+    from crossrec.errors import CrossRecError
+
+    if domain not in models:
+        raise CrossRecError(f"no checkpoint for domain {domain!r}; have: {', '.join(models)}")
+    if not history and not query:
+        raise CrossRecError("give a user with history, a --query, or both")
+    model = models[domain]
+    unknown = [key for key in history if tuple(key) not in model.key_index]
+    if unknown:
+        raise CrossRecError(f"unknown items in the history: {unknown[:5]}")
+    context = np.array([model.key_index[tuple(key)] for key in history], dtype=np.int64)
+    if model.cfg.train.target_only:
+        context = context[
+            model.item_tower.item_domain.numpy()[context] == model.domain_index[domain]
+        ]
+    query_vectors = model.encode_text([query]) if query else None
+    scores = model.score([context], domain, query_text_vectors=query_vectors)[0]
+    ids = model.domain_items(domain)
+    if exclude_seen and context.size:
+        seen = torch.isin(ids, torch.from_numpy(context))
+        scores = scores.masked_fill(seen, float("-inf"))
+    top = scores.topk(min(k, scores.numel()))
+    out = []
+    for value, col in zip(top.values.tolist(), top.indices.tolist(), strict=True):
+        gid = int(ids[col])
+        out.append(Recommendation(model.item_keys[gid][1], model.item_tower.texts[gid], value))
+    return out

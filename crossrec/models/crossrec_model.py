@@ -1,0 +1,292 @@
+"""`CrossRecModel`: item tower + user tower + ranker, with self-describing checkpoints."""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+import json
+import logging
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from safetensors.torch import load_file, save_file
+from torch import nn
+
+from crossrec import __version__
+from crossrec.config import CrossRecConfig
+from crossrec.data.dataset import CrossDomainDataset
+from crossrec.encoders.items import item_texts
+from crossrec.encoders.template import ItemTextTemplate
+from crossrec.encoders.text_encoder import TextEncoder, encode_texts_cached
+from crossrec.errors import CrossRecError
+from crossrec.models.item_tower import ItemTower
+from crossrec.models.ranker import Ranker
+from crossrec.models.user_tower import UserTower
+
+logger = logging.getLogger(__name__)
+
+WEIGHTS_FILE = "model.safetensors"
+MANIFEST_FILE = "manifest.json"
+ITEMS_FILE = "items.jsonl"
+
+
+def item_fingerprint(keys: Sequence[tuple[str, str]], texts: Sequence[str]) -> str:
+    """Identifies an item catalogue: its (domain, item_id) keys and texts, in order."""
+    digest = hashlib.sha256()
+    for (domain, item_id), text in zip(keys, texts, strict=True):
+        digest.update(f"{domain}\x1f{item_id}\x1f{text}\x1e".encode())
+    return digest.hexdigest()[:20]
+
+
+class CrossRecModel(nn.Module):
+    """The cross-domain recommender.
+
+    Example:
+        >>> model = CrossRecModel.for_dataset(dataset, cfg)
+        >>> scores = model.score([context], "films")  # [1, num films]
+        >>> model.save_pretrained("ckpt/"); CrossRecModel.from_pretrained("ckpt/")
+    """
+
+    def __init__(
+        self,
+        cfg: CrossRecConfig,
+        domains: Sequence[str],
+        item_keys: Sequence[tuple[str, str]],
+        texts: Sequence[str],
+        text_vectors: torch.Tensor,
+        *,
+        encoder: TextEncoder | None = None,
+    ) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.domains = list(domains)
+        self.domain_index = {d: i for i, d in enumerate(self.domains)}
+        self.item_keys = [tuple(k) for k in item_keys]
+        self.key_index = {k: i for i, k in enumerate(self.item_keys)}
+        item_domain = torch.tensor([self.domain_index[d] for d, _ in self.item_keys])
+        m = cfg.model
+        self.item_tower = ItemTower(
+            text_vectors, item_domain, len(self.domains), m.dim, mode=m.item_mode,
+            num_experts=m.num_experts, dropout=m.dropout, texts=texts, encoder=encoder,
+            lora_r=m.lora_r, lora_alpha=m.lora_alpha, lora_dropout=m.lora_dropout,
+        )  # fmt: skip
+        self.user_tower = UserTower(
+            m.dim, len(self.domains), m.max_history, m.num_layers, m.num_heads, m.dropout
+        )
+        self.ranker = Ranker(m.dim, retrieval_scale=1.0 / m.temperature)
+        self.stage = "init"
+        self.target_domain: str | None = None
+        self.metrics: dict[str, Any] = {}
+        self._item_cache: dict[int, torch.Tensor] = {}
+
+    # ------------------------------------------------------------------ construction
+    @classmethod
+    def for_dataset(
+        cls, dataset: CrossDomainDataset, cfg: CrossRecConfig, encoder: TextEncoder | None = None
+    ) -> CrossRecModel:
+        """A fresh model over ``dataset``'s catalogue; text vectors come from the cache."""
+        encoder = encoder or TextEncoder.from_config(cfg.encoder)
+        template = ItemTextTemplate.from_config(cfg.encoder)
+        texts = item_texts(dataset, template)
+        vectors = encode_texts_cached(
+            encoder, texts, template.key(),
+            cache_dir=Path(cfg.encoder.cache_dir).expanduser() if cfg.encoder.cache_dir else None,
+            batch_size=cfg.encoder.batch_size, progress="encoding items",
+        )  # fmt: skip
+        keys = [(it.domain, it.item_id) for it in dataset.items]
+        return cls(cfg, dataset.domains, keys, texts, vectors, encoder=encoder)
+
+    # ------------------------------------------------------------------ items
+    @property
+    def num_items(self) -> int:
+        return self.item_tower.num_items
+
+    def domain_items(self, domain: str | int) -> torch.Tensor:
+        d = self.domain_index[domain] if isinstance(domain, str) else domain
+        return torch.nonzero(self.item_tower.item_domain == d).squeeze(1)
+
+    def invalidate_item_cache(self) -> None:
+        self._item_cache.clear()
+
+    @torch.no_grad()
+    def item_matrix(self, domain: str | int, batch_size: int = 4096) -> torch.Tensor:
+        """Unit-norm vectors of every item of ``domain`` (cached until the weights change)."""
+        d = self.domain_index[domain] if isinstance(domain, str) else domain
+        if d not in self._item_cache:
+            ids = self.domain_items(d)
+            parts = [
+                self.item_tower(ids[s : s + batch_size]) for s in range(0, ids.numel(), batch_size)
+            ]
+            self._item_cache[d] = nn.functional.normalize(torch.cat(parts), dim=-1)
+        return self._item_cache[d]
+
+    def item_vectors(self, items: torch.Tensor) -> torch.Tensor:
+        return nn.functional.normalize(self.item_tower(items), dim=-1)
+
+    # ------------------------------------------------------------------ users
+    def _history(self, contexts: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
+        max_len = self.cfg.model.max_history
+        rows = [np.asarray(c, dtype=np.int64)[-max_len:] for c in contexts]
+        length = max(1, max(r.size for r in rows))
+        items = torch.zeros(len(rows), length, dtype=torch.long)
+        lengths = torch.zeros(len(rows), dtype=torch.long)
+        for b, r in enumerate(rows):
+            items[b, : r.size] = torch.from_numpy(r)
+            lengths[b] = r.size
+        return items, lengths
+
+    def user_states(self, items: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
+        """States ``[B, L + 1, dim]`` of right-padded histories ``[B, L]`` (global indices)."""
+        vectors = self.item_tower(items)
+        return self.user_tower(vectors, self.item_tower.item_domain[items], lengths)
+
+    def encode_users(
+        self,
+        contexts: Sequence[np.ndarray],
+        domain: str,
+        query_text_vectors: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """Unit-norm user vectors for ``domain`` from histories (global item indices) and,
+        optionally, a text query per user (encoder outputs ``[B, text_dim]``).
+
+        A query is mapped into item space by the item tower, as if it described an item of
+        ``domain``; a user with no history is that vector, otherwise it is added to the
+        history's user vector. So a query finds on-topic items with or without history.
+        """
+        d = self.domain_index[domain]
+        dom = torch.full((len(contexts),), d, dtype=torch.long)
+        items, lengths = self._history(contexts)
+        states = self.user_states(items, lengths)
+        users = self.user_tower.user_vector(states[torch.arange(len(contexts)), lengths], dom)
+        if query_text_vectors is None:
+            return users
+        query = self.item_tower.represent(query_text_vectors) + self.item_tower.domain_emb(dom)
+        query = nn.functional.normalize(query, dim=-1)
+        has_history = (lengths > 0).unsqueeze(1).to(users.dtype)
+        return nn.functional.normalize(query + has_history * users, dim=-1)
+
+    @torch.no_grad()
+    def score(
+        self,
+        contexts: Sequence[np.ndarray],
+        domain: str,
+        *,
+        rank: bool = False,
+        query_text_vectors: torch.Tensor | None = None,
+    ) -> torch.Tensor:
+        """``[B, items of domain]`` scores; with ``rank`` the top ``model.ranker_candidates`` by
+        retrieval are re-ordered by the ranker (and stay above every other item)."""
+        users = self.encode_users(contexts, domain, query_text_vectors)
+        items = self.item_matrix(domain)
+        scores = users @ items.T
+        if rank:
+            n = min(self.cfg.model.ranker_candidates, items.shape[0])
+            top = scores.topk(n, dim=1).indices
+            probs = self.ranker(users.unsqueeze(1), items[top])
+            scores.scatter_(1, top, 10.0 + probs)
+        return scores
+
+    # ------------------------------------------------------------------ cold start
+    def encoder(self) -> TextEncoder:
+        """The text encoder, loaded from ``encoder.model`` on first use if none is attached."""
+        if self.item_tower.encoder is None:
+            self.item_tower.attach_encoder(TextEncoder.from_config(self.cfg.encoder))
+        assert self.item_tower.encoder is not None
+        return self.item_tower.encoder
+
+    def encode_text(self, texts: Sequence[str]) -> torch.Tensor:
+        """Encoder outputs for free text (queries, profiles, new items)."""
+        return self.encoder().encode(list(texts), batch_size=self.cfg.encoder.batch_size)
+
+    def add_items(self, domain: str, item_ids: Sequence[str], texts: Sequence[str]) -> torch.Tensor:
+        """Adds never-seen items from their text alone; returns their global indices."""
+        if domain not in self.domain_index:
+            raise CrossRecError(f"unknown domain {domain!r}; known: {', '.join(self.domains)}")
+        clash = [i for i in item_ids if (domain, i) in self.key_index]
+        if clash:
+            raise CrossRecError(f"items already in domain {domain!r}: {clash[:5]}")
+        vectors = self.encode_text(texts)
+        ids = self.item_tower.add_items(vectors, self.domain_index[domain], texts)
+        for gid, item_id in zip(ids.tolist(), item_ids, strict=True):
+            self.item_keys.append((domain, item_id))
+            self.key_index[(domain, item_id)] = gid
+        self.invalidate_item_cache()
+        return ids
+
+    # ------------------------------------------------------------------ artifacts
+    def fingerprint(self) -> str:
+        return item_fingerprint(self.item_keys, self.item_tower.texts)  # type: ignore[arg-type]
+
+    def _weights_to_save(self) -> dict[str, torch.Tensor]:
+        state = self.state_dict()
+        if self.item_tower.mode == "lora":
+            # The base encoder comes from encoder.model at load time; keep only LoRA weights.
+            state = {k: v for k, v in state.items() if ".encoder." not in k or "lora_" in k}
+        return {k: v.detach().contiguous() for k, v in state.items()}
+
+    def save_pretrained(self, directory: str | Path) -> Path:
+        """Writes ``model.safetensors``, ``items.jsonl`` and ``manifest.json`` to ``directory``."""
+        out = Path(directory)
+        out.mkdir(parents=True, exist_ok=True)
+        self.item_tower.refresh_text_vectors()
+        save_file(self._weights_to_save(), str(out / WEIGHTS_FILE))
+        with (out / ITEMS_FILE).open("w", encoding="utf-8") as handle:
+            for (domain, item_id), text in zip(self.item_keys, self.item_tower.texts, strict=True):
+                handle.write(
+                    json.dumps({"domain": domain, "item_id": item_id, "text": text}) + "\n"
+                )
+        manifest = {
+            "crossrec_version": __version__,
+            "stage": self.stage,
+            "target_domain": self.target_domain,
+            "metrics": self.metrics,
+            "domains": self.domains,
+            "num_items": self.num_items,
+            "item_index_fingerprint": self.fingerprint(),
+            "item_mode": self.item_tower.mode,
+            "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "config": self.cfg.model_dump(mode="json"),
+        }
+        (out / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        return out
+
+    @classmethod
+    def from_pretrained(
+        cls, directory: str | Path, encoder: TextEncoder | None = None
+    ) -> CrossRecModel:
+        """Loads a checkpoint written by :meth:`save_pretrained`. ``frozen`` checkpoints need the
+        text encoder only for free text (queries, new items); ``lora`` / ``full`` rebuild it."""
+        src = Path(directory)
+        manifest_path = src / MANIFEST_FILE
+        if not manifest_path.is_file():
+            raise CrossRecError(f"{src} is not a crossrec checkpoint (no {MANIFEST_FILE})")
+        manifest = json.loads(manifest_path.read_text())
+        cfg = CrossRecConfig.model_validate(manifest["config"])
+        keys, texts = [], []
+        with (src / ITEMS_FILE).open(encoding="utf-8") as handle:
+            for line in handle:
+                row = json.loads(line)
+                keys.append((row["domain"], row["item_id"]))
+                texts.append(row["text"])
+        weights = load_file(str(src / WEIGHTS_FILE))
+        if cfg.model.item_mode != "frozen" and encoder is None:
+            encoder = TextEncoder.from_config(cfg.encoder)
+        model = cls(cfg, manifest["domains"], keys, texts, weights["item_tower.text_vectors"],
+                    encoder=encoder)  # fmt: skip
+        missing, unexpected = model.load_state_dict(weights, strict=False)
+        missing = [k for k in missing if ".encoder." not in k]
+        if missing or unexpected:
+            raise CrossRecError(
+                f"checkpoint {src} does not match the model: missing {missing[:5]}, "
+                f"unexpected {unexpected[:5]}"
+            )
+        model.stage = manifest.get("stage", "unknown")
+        model.target_domain = manifest.get("target_domain")
+        model.metrics = manifest.get("metrics", {})
+        if model.fingerprint() != manifest["item_index_fingerprint"]:
+            raise CrossRecError(f"{src}/{ITEMS_FILE} does not match the manifest's fingerprint")
+        model.eval()
+        return model

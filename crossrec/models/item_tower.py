@@ -1,0 +1,161 @@
+"""The item tower: item text -> vector, in `frozen`, `lora` or `full` mode.
+
+* ``frozen``: text vectors are computed once (and cached on disk) by the text encoder; only the
+  whitening-MoE adapter and the domain embedding learn.
+* ``lora``: PEFT LoRA matrices on the encoder's attention projections learn end to end with the
+  adapter; the encoder's own weights stay fixed.
+* ``full``: the whole encoder learns with the adapter.
+
+In every mode an item's vector is ``adapter(text vector) + domain_embedding[domain]``.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Sequence
+
+import torch
+from torch import nn
+
+from crossrec.encoders.text_encoder import TextEncoder
+from crossrec.models.adapters import WhiteningMoEAdapter
+
+logger = logging.getLogger(__name__)
+
+ITEM_MODES = ("frozen", "lora", "full")
+
+
+class ItemTower(nn.Module):
+    """Item vectors from item text.
+
+    Args:
+        text_vectors: ``[num_items, text_dim]`` encoder outputs of every item (all modes keep
+            them: in ``frozen`` mode they are the input, otherwise the fallback for new items
+            when no encoder is attached).
+        item_domain: ``[num_items]`` domain index of every item.
+        texts: every item's text (needed by ``lora`` / ``full`` to re-encode).
+        encoder: the text encoder (needed by ``lora`` / ``full``, and for new items).
+    """
+
+    text_vectors: torch.Tensor
+    item_domain: torch.Tensor
+
+    def __init__(
+        self,
+        text_vectors: torch.Tensor,
+        item_domain: torch.Tensor,
+        num_domains: int,
+        dim: int,
+        *,
+        mode: str = "frozen",
+        num_experts: int = 8,
+        dropout: float = 0.2,
+        texts: Sequence[str] | None = None,
+        encoder: TextEncoder | None = None,
+        lora_r: int = 8,
+        lora_alpha: int = 16,
+        lora_dropout: float = 0.05,
+    ) -> None:
+        super().__init__()
+        if mode not in ITEM_MODES:
+            raise ValueError(f"item mode must be one of {ITEM_MODES}, got {mode!r}")
+        if mode != "frozen" and (encoder is None or texts is None):
+            raise ValueError(f"item mode {mode!r} needs the text encoder and the item texts")
+        self.mode = mode
+        self.register_buffer("text_vectors", text_vectors.float().contiguous())
+        self.register_buffer("item_domain", item_domain.long().contiguous())
+        self.texts: list[str] = list(texts) if texts is not None else []
+        self.adapter = WhiteningMoEAdapter(text_vectors.shape[1], dim, num_experts, dropout)
+        self.domain_emb = nn.Embedding(num_domains, dim)
+        nn.init.normal_(self.domain_emb.weight, std=0.02)
+        self.encoder: TextEncoder | None = None
+        if encoder is not None:
+            self.attach_encoder(
+                encoder, lora_r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout
+            )
+
+    def attach_encoder(
+        self,
+        encoder: TextEncoder,
+        *,
+        lora_r: int = 8,
+        lora_alpha: int = 16,
+        lora_dropout: float = 0.05,
+    ) -> None:
+        """Attaches the text encoder; in ``lora`` mode wraps its backbone with PEFT LoRA."""
+        if self.mode == "frozen":
+            encoder.requires_grad_(False)
+            # Kept outside the module tree: frozen weights are not part of the checkpoint.
+            object.__setattr__(self, "encoder", encoder)
+            return
+        if self.mode == "lora":
+            from peft import LoraConfig, get_peft_model
+
+            targets = _attention_targets(encoder.backbone)
+            lora = LoraConfig(r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
+                              target_modules=targets, bias="none")  # fmt: skip
+            encoder.backbone = get_peft_model(encoder.backbone, lora)
+        else:
+            encoder.requires_grad_(True)
+        self.encoder = encoder
+
+    @property
+    def num_items(self) -> int:
+        return int(self.text_vectors.shape[0])
+
+    def text_features(self, items: torch.Tensor) -> torch.Tensor:
+        """Encoder outputs for ``items`` (global indices): cached in ``frozen`` mode, recomputed
+        with gradient in ``lora`` / ``full`` mode."""
+        if self.mode == "frozen" or self.encoder is None:
+            return self.text_vectors[items]
+        flat = items.reshape(-1)
+        unique, inverse = torch.unique(flat, return_inverse=True)
+        texts = [self.texts[int(i)] or " " for i in unique]
+        batch = self.encoder.tokenizer(
+            texts, padding=True, truncation=True, max_length=self.encoder.max_length,
+            return_tensors="pt",
+        ).to(self.text_vectors.device)  # fmt: skip
+        vectors = self.encoder(batch["input_ids"], batch["attention_mask"])
+        return vectors[inverse].reshape(*items.shape, -1)
+
+    def represent(self, text_features: torch.Tensor) -> torch.Tensor:
+        """The domain-free part of an item vector (what domain adaptation aligns)."""
+        return self.adapter(text_features)
+
+    def forward(self, items: torch.Tensor) -> torch.Tensor:
+        """``[..., dim]`` vectors of ``items`` (global indices)."""
+        features = self.text_features(items)
+        return self.adapter(features) + self.domain_emb(self.item_domain[items])
+
+    @torch.no_grad()
+    def refresh_text_vectors(self, batch_size: int = 128) -> None:
+        """Recomputes the stored text vectors with the (fine-tuned) encoder, e.g. before export."""
+        if self.encoder is None or self.mode == "frozen":
+            return
+        was_training = self.encoder.training
+        self.encoder.eval()
+        self.text_vectors.copy_(self.encoder.encode(self.texts, batch_size=batch_size))
+        self.encoder.train(was_training)
+
+    def add_items(
+        self, text_vectors: torch.Tensor, domain: int, texts: Sequence[str]
+    ) -> torch.Tensor:
+        """Appends new items (cold start) and returns their global indices."""
+        start = self.num_items
+        self.text_vectors = torch.cat([self.text_vectors, text_vectors.to(self.text_vectors)])
+        extra = torch.full((text_vectors.shape[0],), domain, dtype=torch.long)
+        self.item_domain = torch.cat([self.item_domain, extra.to(self.item_domain.device)])
+        self.texts.extend(texts)
+        return torch.arange(start, self.num_items)
+
+
+def _attention_targets(backbone: nn.Module) -> list[str]:
+    """LoRA target module names for common encoder families (BERT-like and others)."""
+    names = {name.rsplit(".", 1)[-1] for name, _ in backbone.named_modules()}
+    for candidates in (["query", "value"], ["q_proj", "v_proj"], ["q", "v"], ["q_lin", "v_lin"]):
+        if set(candidates) <= names:
+            return candidates
+    raise ValueError(
+        "cannot find attention projections for LoRA in this encoder; known names: query/value, "
+        "q_proj/v_proj, q/v, q_lin/v_lin"
+    )
