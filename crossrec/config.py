@@ -150,6 +150,11 @@ class ModelConfig(_Section):
         "encoder trained end to end.",
     )
     num_experts: int = Field(8, ge=1, description="Experts of the whitening-MoE item adapter.")
+    id_embeddings: bool = Field(
+        True,
+        description="Add a learned per-item embedding (zero-initialised) to the text vector; "
+        "items never seen in training keep it at zero and are represented by text alone.",
+    )
     temperature: float = Field(0.07, gt=0, description="Softmax temperature of the InfoNCE loss.")
     ranker_candidates: int = Field(
         50, ge=2, description="Retrieved candidates the ranker re-scores (retrieve+rank)."

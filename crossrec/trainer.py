@@ -183,10 +183,10 @@ class CrossRecTrainer:
                     wanted = self.model.item_tower.mode == "full" and finetune == "full"
             elif finetune == "full":
                 wanted = True
-            else:  # adapter / lora: the item adapter, domain embeddings and the target query
+            else:  # adapter / lora: the item adapter, item embeddings and the target query
                 wanted = name.startswith(
-                    ("item_tower.adapter", "item_tower.domain_emb", "user_tower.target_query",
-                     "user_tower.out")
+                    ("item_tower.adapter", "item_tower.domain_emb", "item_tower.id_emb",
+                     "user_tower.target_query", "user_tower.out")
                 )  # fmt: skip
             param.requires_grad_(wanted)
             if wanted:

@@ -72,6 +72,7 @@ class CrossRecModel(nn.Module):
             text_vectors, item_domain, len(self.domains), m.dim, mode=m.item_mode,
             num_experts=m.num_experts, dropout=m.dropout, texts=texts, encoder=encoder,
             lora_r=m.lora_r, lora_alpha=m.lora_alpha, lora_dropout=m.lora_dropout,
+            id_embeddings=m.id_embeddings,
         )  # fmt: skip
         self.user_tower = UserTower(
             m.dim, len(self.domains), m.max_history, m.num_layers, m.num_heads, m.dropout

@@ -55,6 +55,7 @@ class ItemTower(nn.Module):
         lora_r: int = 8,
         lora_alpha: int = 16,
         lora_dropout: float = 0.05,
+        id_embeddings: bool = False,
     ) -> None:
         super().__init__()
         if mode not in ITEM_MODES:
@@ -68,6 +69,10 @@ class ItemTower(nn.Module):
         self.adapter = WhiteningMoEAdapter(text_vectors.shape[1], dim, num_experts, dropout)
         self.domain_emb = nn.Embedding(num_domains, dim)
         nn.init.normal_(self.domain_emb.weight, std=0.02)
+        # Zero-initialised: an item only gets an ID component from its own training signal.
+        self.id_emb = nn.Embedding(text_vectors.shape[0], dim) if id_embeddings else None
+        if self.id_emb is not None:
+            nn.init.zeros_(self.id_emb.weight)
         self.encoder: TextEncoder | None = None
         if encoder is not None:
             self.attach_encoder(
@@ -125,7 +130,10 @@ class ItemTower(nn.Module):
     def forward(self, items: torch.Tensor) -> torch.Tensor:
         """``[..., dim]`` vectors of ``items`` (global indices)."""
         features = self.text_features(items)
-        return self.adapter(features) + self.domain_emb(self.item_domain[items])
+        vectors = self.adapter(features) + self.domain_emb(self.item_domain[items])
+        if self.id_emb is not None:
+            vectors = vectors + self.id_emb(items)
+        return vectors
 
     @torch.no_grad()
     def refresh_text_vectors(self, batch_size: int = 128) -> None:
@@ -146,6 +154,13 @@ class ItemTower(nn.Module):
         extra = torch.full((text_vectors.shape[0],), domain, dtype=torch.long)
         self.item_domain = torch.cat([self.item_domain, extra.to(self.item_domain.device)])
         self.texts.extend(texts)
+        if self.id_emb is not None:
+            # New items have no interactions: their ID part is zero, as for any unseen item.
+            grown = nn.Embedding(self.num_items, self.id_emb.embedding_dim)
+            with torch.no_grad():
+                grown.weight.zero_()
+                grown.weight[:start] = self.id_emb.weight
+            self.id_emb = grown.to(self.text_vectors.device)
         return torch.arange(start, self.num_items)
 
 
