@@ -203,8 +203,8 @@ class TrainConfig(_Section):
         "reference); implies stages=[adapt].",
     )
     num_negatives: int = Field(256, ge=1, description="Sampled negatives per step (InfoNCE).")
-    pretrain_max_epochs: int | None = Field(
-        None, ge=1, description="Epoch cap of `pretrain` (None = max_epochs)."
+    pretrain_max_epochs: int = Field(
+        10, ge=1, description="Epoch cap of `pretrain` (it also stops when its loss plateaus)."
     )
     ranker_epochs: int = Field(2, ge=0, description="Ranker epochs after `adapt` (0 = none).")
     max_steps_per_epoch: int | None = Field(

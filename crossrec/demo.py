@@ -1,13 +1,15 @@
 """`crossrec demo`: the whole pipeline on embedded defaults, narrated step by step.
 
-Today: synthetic world -> split -> baselines -> evaluation table. Later stages (training on Ray,
-serving, streaming) extend it.
+Today: synthetic world -> split -> baselines -> the cross-domain model (pretrain on the source
+domain, adapt to the target) -> evaluation table. Later stages (training on Ray, serving,
+streaming) extend it.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from typing import Any
 
 from crossrec.baselines import BASELINES
 from crossrec.config import CrossRecConfig
@@ -21,7 +23,7 @@ from crossrec.reporting import models_table
 def run_demo(cfg: CrossRecConfig, echo: Callable[[str], None] = print) -> list[EvaluationRow]:
     """Runs the demo and returns the evaluation rows."""
     started = time.perf_counter()
-    total = 4
+    total = 5
     echo(f"[1/{total}] loading data: format={cfg.data.format}")
     dataset = load_dataset(cfg.data)
     stats = dataset.stats()
@@ -49,7 +51,21 @@ def run_demo(cfg: CrossRecConfig, echo: Callable[[str], None] = print) -> list[E
 
     run = run_models(cfg, BASELINES, dataset, split=split, on_model_done=done)
 
-    echo(f"[4/{total}] results (test cases)")
+    echo(f"[4/{total}] training crossrec-transfer: pretrain on {', '.join(dataset.domains[:-1])}"
+         f", adapt to {', '.join(split.target_domains)}")  # fmt: skip
+
+    def epoch(record: dict[str, Any]) -> None:
+        valid = record.get("valid_ndcg@10")
+        shown = "" if valid is None else f" valid ndcg@10={valid:.4f}"
+        echo(f"       {record['stage']} epoch {int(record['epoch'])}: "
+             f"loss={record['loss']:.3f}{shown} ({record['seconds']:.1f}s)")  # fmt: skip
+
+    transfer = run_models(
+        cfg, ["crossrec-transfer"], dataset, split=split, on_model_done=done, on_epoch=epoch
+    )
+    run.rows.extend(transfer.rows)
+
+    echo(f"[5/{total}] results (test cases)")
     for slice_name in ("all", "cold-users", "cold-items"):
         if any(r.slice == slice_name for r in run.rows):
             echo("")

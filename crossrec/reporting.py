@@ -8,7 +8,7 @@ from crossrec.evaluation import EvaluationRow
 
 
 def _label(protocol: str, num_negatives: int) -> str:
-    return "full ranking" if protocol == "full" else f"sampled ({num_negatives} negatives)"
+    return "full ranking" if protocol == "full" else f"sampled, {num_negatives} negatives"
 
 
 def models_table(
@@ -19,30 +19,37 @@ def models_table(
     num_negatives: int = 999,
     metrics: Sequence[str] = ("recall", "ndcg", "mrr"),
 ) -> str:
-    """Markdown: one line per model, one column group per (domain, protocol) of ``slice_name``."""
+    """Markdown tables of one slice, one per (domain, protocol): a line per model, a column per
+    metric."""
     groups: list[tuple[str, str]] = []
-    for r in rows:
-        if r.slice == slice_name and (r.domain, r.protocol) not in groups:
-            groups.append((r.domain, r.protocol))
     models: list[str] = []
+    by_key: dict[tuple[str, str, str], EvaluationRow] = {}
     for r in rows:
+        if r.slice != slice_name:
+            continue
+        if (r.domain, r.protocol) not in groups:
+            groups.append((r.domain, r.protocol))
         if r.model not in models:
             models.append(r.model)
-    by_key = {(r.model, r.domain, r.protocol): r for r in rows if r.slice == slice_name}
-    header = ["model"]
+        by_key[(r.model, r.domain, r.protocol)] = r
+    columns = [f"{m}@{k}" for k in ks for m in metrics]
+    blocks = []
     for domain, protocol in groups:
-        tag = f"{domain} {'full' if protocol == 'full' else 'sampled'}"
-        header += [f"{tag} {m}@{k}" for k in ks for m in metrics]
-    lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
-    for model in models:
-        cells = [model]
-        for domain, protocol in groups:
+        cases = next(
+            r.num_cases for r in by_key.values() if (r.domain, r.protocol) == (domain, protocol)
+        )
+        lines = [
+            f"{domain}, {_label(protocol, num_negatives)}, slice {slice_name} ({cases} cases)",
+            "",
+            "| model | " + " | ".join(columns) + " |",
+            "|---|" + "---|" * len(columns),
+        ]
+        for model in models:
             row = by_key.get((model, domain, protocol))
-            for k in ks:
-                for m in metrics:
-                    value = None if row is None else row.metrics.get(f"{m}@{k}")
-                    cells.append("-" if value is None else f"{value:.4f}")
-        lines.append("| " + " | ".join(cells) + " |")
-    cases = {(r.domain, r.protocol): r.num_cases for r in rows if r.slice == slice_name}
-    notes = ", ".join(f"{d} {_label(p, num_negatives)}: {cases[(d, p)]} cases" for d, p in groups)
-    return f"slice={slice_name}; {notes}\n\n" + "\n".join(lines)
+            cells = [
+                "-" if row is None or c not in row.metrics else f"{row.metrics[c]:.4f}"
+                for c in columns
+            ]
+            lines.append(f"| {model} | " + " | ".join(cells) + " |")
+        blocks.append("\n".join(lines))
+    return "\n\n".join(blocks)

@@ -8,8 +8,9 @@ loop). Stages:
   adapter only, LoRA + adapter, or everything (``train.finetune``); optionally plus a domain
   adaptation loss (``adaptation.method``) that aligns source and target item representations.
 
-Both stages stop early on validation NDCG@10 of the target domain (patience ``train.patience``)
-and keep their best epoch. After ``adapt`` the ranker is fitted on retrieved hard negatives.
+``adapt`` stops early on validation NDCG@10 of the target domain (patience ``train.patience``)
+and keeps its best epoch; ``pretrain`` keeps its last epoch and stops when its training loss
+plateaus. After ``adapt`` the ranker is fitted on retrieved hard negatives.
 """
 
 from __future__ import annotations
@@ -43,6 +44,9 @@ from crossrec.recommender import Recommender
 logger = logging.getLogger(__name__)
 
 EpochCallback = Callable[[dict[str, Any]], None]
+
+# Pretraining stops once an epoch lowers the training loss by less than this fraction.
+LOSS_PLATEAU = 0.002
 
 
 @dataclass
@@ -151,10 +155,25 @@ class CrossRecTrainer:
         )
         self.has_valid = any(c.domain == target for c in split.valid)
         self.discriminator: DomainDiscriminator | None = None
+        self.pretrained_state: dict[str, torch.Tensor] | None = None
 
     # ------------------------------------------------------------------ public
-    def fit(self) -> list[StageReport]:
-        reports = [self.run_stage(stage) for stage in self.cfg.train.stages]
+    def fit(
+        self, pretrained: tuple[dict[str, torch.Tensor], StageReport] | None = None
+    ) -> list[StageReport]:
+        """Runs the configured stages; ``pretrained`` (weights and report of an identical
+        ``pretrain`` run) replaces the pretrain stage."""
+        reports = []
+        for stage in self.cfg.train.stages:
+            if stage == "pretrain" and pretrained is not None:
+                state, report = pretrained
+                self.model.load_state_dict(state, strict=False)
+                self.model.stage = "pretrain"
+                self.model.metrics["pretrain_valid_ndcg@10"] = report.best_valid_ndcg
+                logger.info("stage=pretrain target=%s reused an identical earlier run", self.target)
+                reports.append(report)
+                continue
+            reports.append(self.run_stage(stage))
         if self.cfg.train.ranker_epochs:
             self.fit_ranker()
         self.model.eval()
@@ -219,10 +238,9 @@ class CrossRecTrainer:
         optimizer = torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
         lengths = np.array([w.size for w in windows])
         pool = torch.from_numpy(np.flatnonzero(wanted[self.item_domain]))
-        max_epochs = (
-            (t.pretrain_max_epochs or t.max_epochs) if stage == "pretrain" else t.max_epochs
-        )
+        max_epochs = t.pretrain_max_epochs if stage == "pretrain" else t.max_epochs
         best_state: dict[str, torch.Tensor] | None = None
+        best_loss = float("inf")
         bad = 0
         started = time.perf_counter()
         steps_per_epoch = math.ceil(len(windows) / t.batch_size)
@@ -260,18 +278,24 @@ class CrossRecTrainer:
             if da_values:
                 record[f"{method}_loss"] = float(np.mean(da_values))
             report.epochs = epoch
-            improved = True
             if self.has_valid:
-                score = self.validate()
-                record["valid_ndcg@10"] = score
+                record["valid_ndcg@10"] = self.validate()
+            keep_last = stage == "pretrain" or not self.has_valid
+            if keep_last:
+                # Pretraining learns the source domain: it keeps its last epoch and stops when
+                # the training loss stops falling. Target NDCG is only logged: selecting the
+                # source model on it favours barely trained models, which adapt worse.
+                improved = record["loss"] < best_loss * (1 - LOSS_PLATEAU)
+                best_loss = min(best_loss, record["loss"])
+                report.best_epoch = epoch
+                report.best_valid_ndcg = record.get("valid_ndcg@10", float("nan"))
+            else:
+                score = record["valid_ndcg@10"]
                 improved = not (score <= report.best_valid_ndcg)  # NaN-safe: first epoch wins
                 if improved:
                     report.best_valid_ndcg, report.best_epoch = score, epoch
-            if improved:
-                best_state = {n: p.detach().clone() for n, p in self.model.named_parameters()}
-                bad = 0
-            else:
-                bad += 1
+                    best_state = {n: p.detach().clone() for n, p in self.model.named_parameters()}
+            bad = 0 if improved else bad + 1
             report.history.append(record)
             logger.info(
                 "stage=%s target=%s %s", stage, self.target,
@@ -289,6 +313,10 @@ class CrossRecTrainer:
         self.model.stage = stage
         report.seconds = time.perf_counter() - started
         self.model.metrics[f"{stage}_valid_ndcg@10"] = report.best_valid_ndcg
+        if stage == "pretrain":
+            self.pretrained_state = {
+                n: p.detach().clone() for n, p in self.model.named_parameters()
+            }
         return report
 
     # ------------------------------------------------------------------ losses

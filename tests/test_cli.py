@@ -110,7 +110,7 @@ def test_demo_runs_on_a_small_world() -> None:
         ["demo", "--set", "data.synthetic.num_users=200", "--set", "train.max_epochs=2"],
     )
     assert result.exit_code == 0, result.output
-    for name in ("popularity", "itemknn", "sasrec", "text-zero-shot"):
+    for name in ("popularity", "itemknn", "sasrec", "text-zero-shot", "crossrec-transfer"):
         assert f"| {name} |" in result.output
     assert "demo finished" in result.output
 

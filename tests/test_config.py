@@ -75,3 +75,24 @@ def test_yaml_round_trip() -> None:
 
     again = CrossRecConfig.model_validate(yaml.safe_load(cfg.to_yaml()))
     assert again == cfg
+
+
+def test_example_configs_load_and_match_their_variant() -> None:
+    from crossrec.models.variants import VARIANTS, variant_config
+
+    root = Path(__file__).resolve().parents[1] / "configs"
+    files = sorted(root.glob("*.yaml"))
+    assert len(files) >= 12
+    for file in files:
+        cfg = load_config(file)
+        stem = file.stem.removeprefix("synthetic-").removeprefix("food-kitchen-")
+        name = f"crossrec-{stem}"
+        if name in VARIANTS:
+            expected = variant_config(name, load_config())
+            assert cfg.train.stages == expected.train.stages, file
+            assert cfg.train.target_only == expected.train.target_only, file
+            assert cfg.adaptation.method == expected.adaptation.method, file
+            assert cfg.model.item_mode == expected.model.item_mode, file
+        if file.name.startswith("food-kitchen"):
+            assert cfg.data.format == "llmcdsr"
+            assert cfg.data.domain_names == ["food", "kitchen"]

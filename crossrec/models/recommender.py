@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from collections.abc import Sequence
 from typing import Any
@@ -17,6 +18,29 @@ from crossrec.recommender import Recommender
 from crossrec.trainer import CrossRecTrainer, EpochCallback, ModelView, StageReport
 
 logger = logging.getLogger(__name__)
+
+# Pretraining on the source domains does not depend on how `adapt` is done (adaptation loss,
+# fine-tuning mode), so variants that share it in one process reuse it.
+_PRETRAINED: dict[str, tuple[dict[str, torch.Tensor], StageReport]] = {}
+_PRETRAINED_MAX = 4
+
+
+def pretrain_key(cfg: CrossRecConfig, split: Split, target: str) -> str:
+    """Everything a pretrain run depends on."""
+    ds = split.dataset
+    train = cfg.train.model_dump(exclude={"finetune", "ranker_epochs", "num_workers", "use_gpu",
+                                          "storage_path"})  # fmt: skip
+    parts = {
+        "data": [ds.name, ds.num_items, ds.num_interactions, split.protocol,
+                 sum(int(s.size) for s in split.train_sequences)],
+        "target": target,
+        "model": cfg.model.model_dump(),
+        "train": train,
+        "encoder": cfg.encoder.model_dump(),
+        "sources": cfg.adaptation.source_domains,
+        "eval": cfg.eval.model_dump(),
+    }  # fmt: skip
+    return json.dumps(parts, sort_keys=True, default=str)
 
 
 class CrossRecRecommender(Recommender):
@@ -41,6 +65,7 @@ class CrossRecRecommender(Recommender):
         rank: bool = False,
         encoder: TextEncoder | None = None,
         on_epoch: EpochCallback | None = None,
+        reuse_pretraining: bool = True,
     ) -> None:
         self.cfg = cfg
         if name:
@@ -48,6 +73,7 @@ class CrossRecRecommender(Recommender):
         self.rank = rank
         self.encoder = encoder
         self.on_epoch = on_epoch
+        self.reuse_pretraining = reuse_pretraining
         self.models: dict[str, CrossRecModel] = {}
         self.reports: dict[str, list[StageReport]] = {}
 
@@ -57,7 +83,14 @@ class CrossRecRecommender(Recommender):
             torch.manual_seed(self.cfg.train.seed)
             model = CrossRecModel.for_dataset(split.dataset, self.cfg, encoder)
             trainer = CrossRecTrainer(model, split, self.cfg, target, on_epoch=self.on_epoch)
-            self.reports[target] = trainer.fit()
+            key = pretrain_key(self.cfg, split, target)
+            reuse = self.reuse_pretraining and "pretrain" in self.cfg.train.stages
+            self.reports[target] = trainer.fit(_PRETRAINED.get(key) if reuse else None)
+            if reuse and key not in _PRETRAINED:
+                pre = next(r for r in self.reports[target] if r.stage == "pretrain")
+                if len(_PRETRAINED) >= _PRETRAINED_MAX:
+                    _PRETRAINED.pop(next(iter(_PRETRAINED)))
+                _PRETRAINED[key] = (trainer.pretrained_state or {}, pre)
             self.models[target] = model
 
     def view(self, domain: str) -> ModelView:
