@@ -185,7 +185,7 @@ class TrainConfig(_Section):
     weight_decay: float = Field(0.0, ge=0)
     batch_size: int = Field(128, ge=1)
     max_epochs: int = Field(50, ge=1)
-    patience: int = Field(5, ge=1, description="Epochs without validation NDCG@10 gain.")
+    patience: int = Field(3, ge=1, description="Epochs without validation NDCG@10 gain.")
     stages: list[Literal["pretrain", "adapt"]] = Field(
         default_factory=lambda: ["pretrain", "adapt"],  # type: ignore[arg-type]
         min_length=1,
@@ -204,7 +204,7 @@ class TrainConfig(_Section):
     )
     num_negatives: int = Field(256, ge=1, description="Sampled negatives per step (InfoNCE).")
     pretrain_max_epochs: int = Field(
-        10, ge=1, description="Epoch cap of `pretrain` (it also stops when its loss plateaus)."
+        6, ge=1, description="Epoch cap of `pretrain` (it also stops when its loss plateaus)."
     )
     ranker_epochs: int = Field(2, ge=0, description="Ranker epochs after `adapt` (0 = none).")
     max_steps_per_epoch: int | None = Field(
