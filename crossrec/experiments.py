@@ -185,7 +185,10 @@ def evaluate_checkpoint(
                 f"checkpoint for {target!r} was trained on another item catalogue than "
                 f"{cfg.data.format} data at {cfg.data.path}"
             )
-    split = make_split(dataset, cfg.eval, sorted(models))
+    # Rebuild exactly the training split (its cold-start draws depend on the target list).
+    first = next(iter(models.values()))
+    split = make_split(dataset, cfg.eval, first.split_targets or sorted(models))
+    split.target_domains = [d for d in split.target_domains if d in models]
     rows = TargetDomainEvaluator(split, cfg.eval).evaluate(
         CheckpointRecommender(models, rank=rank), "test", protocols=protocols
     )

@@ -142,9 +142,20 @@ class CrossRecTrainer:
         self.on_epoch = on_epoch
         ds = split.dataset
         self.sources = list(cfg.adaptation.source_domains or [d for d in ds.domains if d != target])
+        bad = [d for d in self.sources if d not in ds.domain_index or d == target]
+        if bad:
+            from crossrec.errors import ConfigError
+
+            raise ConfigError(
+                "adaptation.source_domains",
+                f"{bad} must be domains of the dataset ({', '.join(ds.domains)}) other than "
+                f"the target {target!r}",
+            )
         self.item_domain = model.item_tower.item_domain.numpy()
         self.target_idx = model.domain_index[target]
         model.target_domain = target
+        model.split_targets = list(split.target_domains)
+        model.item_tower.set_trained_items(torch.from_numpy(split.train_item_counts() > 0))
         sequences = split.train_sequences
         if cfg.train.target_only:
             sequences = [s[self.item_domain[s] == self.target_idx] for s in sequences]
@@ -215,7 +226,10 @@ class CrossRecTrainer:
     def run_stage(self, stage: str) -> StageReport:
         t = self.cfg.train
         domains = self.sources if stage == "pretrain" else [self.target]
-        stage_idx = np.array([self.model.domain_index[d] for d in domains])
+        if not domains:
+            logger.warning("stage=%s skipped: no source domain besides %s", stage, self.target)
+            return StageReport(stage=stage, domains=[])
+        stage_idx = np.array([self.model.domain_index[d] for d in domains], dtype=np.int64)
         wanted = np.zeros(len(self.model.domains), dtype=bool)
         wanted[stage_idx] = True
 
@@ -231,7 +245,7 @@ class CrossRecTrainer:
         torch.manual_seed(seed)
         rng = np.random.default_rng(seed)
         params = self._trainable(stage)
-        method = self.cfg.adaptation.method if stage == "adapt" else "none"
+        method = self.cfg.adaptation.method if stage == "adapt" and self.sources else "none"
         if method == "dann":
             self.discriminator = DomainDiscriminator(self.cfg.model.dim)
             params = params + list(self.discriminator.parameters())
@@ -393,7 +407,7 @@ class CrossRecTrainer:
             return []
         order = rng.permutation(len(positives))[:max_samples]
         items = model.item_matrix(self.target)
-        offset = int(model.domain_items(self.target)[0])
+        domain_ids = model.domain_items(self.target)
         n = min(self.cfg.model.ranker_candidates, items.shape[0])
         model.ranker.requires_grad_(True)
         optimizer = torch.optim.Adam(model.ranker.parameters(), lr=lr)
@@ -405,7 +419,7 @@ class CrossRecTrainer:
                 with torch.no_grad():
                     users = model.encode_users([contexts[i] for i in idx], self.target)
                     top = (users @ items.T).topk(n, dim=1).indices
-                    pos = torch.tensor([positives[i] - offset for i in idx])
+                    pos = torch.searchsorted(domain_ids, torch.tensor([positives[i] for i in idx]))
                     present = (top == pos.unsqueeze(1)).any(1)
                     top[~present, -1] = pos[~present]
                     labels = (top == pos.unsqueeze(1)).float()
@@ -429,17 +443,19 @@ def measure_domain_gap(
     tower = model.item_tower
     model.eval()
 
-    def sample(domains: list[str]) -> torch.Tensor:
+    def halves(domains: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
+        """Representations of two disjoint random halves of the domains' items (<= n each)."""
         ids = torch.cat([model.domain_items(d) for d in domains])
-        pick = ids[torch.randint(ids.numel(), (n,), generator=gen)]
-        return tower.represent(tower.text_features(pick))
+        ids = ids[torch.randperm(ids.numel(), generator=gen)]
+        half = ids.numel() // 2
+        first, second = ids[:half][:n], ids[half:][:n]
+        return (
+            tower.represent(tower.text_features(first)),
+            tower.represent(tower.text_features(second)),
+        )
 
-    src_train, tgt_train, src_test, tgt_test = (
-        sample(sources),
-        sample([target]),
-        sample(sources),
-        sample([target]),
-    )
+    src_train, src_test = halves(sources)
+    tgt_train, tgt_test = halves([target])
     gap = {
         "mmd": float(mmd_distance(src_test, tgt_test)),
         "coral": float(coral_distance(src_test, tgt_test)),

@@ -49,7 +49,7 @@ class SASRecSettings:
     weight_decay: float = 0.0
     batch_size: int = 128
     max_epochs: int = 50
-    patience: int = 5
+    patience: int = 3
     seed: int = 0
 
 

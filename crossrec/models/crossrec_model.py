@@ -80,6 +80,7 @@ class CrossRecModel(nn.Module):
         self.ranker = Ranker(m.dim, retrieval_scale=1.0 / m.temperature)
         self.stage = "init"
         self.target_domain: str | None = None
+        self.split_targets: list[str] = []
         self.metrics: dict[str, Any] = {}
         self._item_cache: dict[int, torch.Tensor] = {}
 
@@ -186,8 +187,11 @@ class CrossRecModel(nn.Module):
         if rank:
             n = min(self.cfg.model.ranker_candidates, items.shape[0])
             top = scores.topk(n, dim=1).indices
-            probs = self.ranker(users.unsqueeze(1), items[top])
-            scores.scatter_(1, top, 10.0 + probs)
+            # Ranker logits, shifted above every cosine (<= 1), keep their full resolution: no
+            # artificial ties from a saturated sigmoid.
+            logits = self.ranker.logits(users.unsqueeze(1), items[top])
+            shifted = logits - logits.min(dim=1, keepdim=True).values + 3.0
+            scores.scatter_(1, top, shifted)
         return scores
 
     # ------------------------------------------------------------------ cold start
@@ -206,6 +210,10 @@ class CrossRecModel(nn.Module):
         """Adds never-seen items from their text alone; returns their global indices."""
         if domain not in self.domain_index:
             raise CrossRecError(f"unknown domain {domain!r}; known: {', '.join(self.domains)}")
+        if len(item_ids) != len(texts):
+            raise CrossRecError(f"{len(item_ids)} item ids but {len(texts)} texts")
+        if len(set(item_ids)) != len(item_ids):
+            raise CrossRecError("item ids to add must be distinct")
         clash = [i for i in item_ids if (domain, i) in self.key_index]
         if clash:
             raise CrossRecError(f"items already in domain {domain!r}: {clash[:5]}")
@@ -243,6 +251,8 @@ class CrossRecModel(nn.Module):
             "crossrec_version": __version__,
             "stage": self.stage,
             "target_domain": self.target_domain,
+            "split_targets": self.split_targets,
+            "encoder": self.cfg.encoder.model,
             "metrics": self.metrics,
             "domains": self.domains,
             "num_items": self.num_items,
@@ -278,7 +288,9 @@ class CrossRecModel(nn.Module):
         model = cls(cfg, manifest["domains"], keys, texts, weights["item_tower.text_vectors"],
                     encoder=encoder)  # fmt: skip
         missing, unexpected = model.load_state_dict(weights, strict=False)
-        missing = [k for k in missing if ".encoder." not in k]
+        if cfg.model.item_mode == "lora":
+            # Base encoder weights come from encoder.model; the LoRA weights must be present.
+            missing = [k for k in missing if ".encoder." not in k or "lora_" in k]
         if missing or unexpected:
             raise CrossRecError(
                 f"checkpoint {src} does not match the model: missing {missing[:5]}, "
@@ -286,6 +298,7 @@ class CrossRecModel(nn.Module):
             )
         model.stage = manifest.get("stage", "unknown")
         model.target_domain = manifest.get("target_domain")
+        model.split_targets = list(manifest.get("split_targets") or [])
         model.metrics = manifest.get("metrics", {})
         if model.fingerprint() != manifest["item_index_fingerprint"]:
             raise CrossRecError(f"{src}/{ITEMS_FILE} does not match the manifest's fingerprint")

@@ -11,6 +11,7 @@ In every mode an item's vector is ``adapter(text vector) + domain_embedding[doma
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Sequence
 
@@ -39,6 +40,7 @@ class ItemTower(nn.Module):
 
     text_vectors: torch.Tensor
     item_domain: torch.Tensor
+    id_mask: torch.Tensor
 
     def __init__(
         self,
@@ -73,6 +75,8 @@ class ItemTower(nn.Module):
         self.id_emb = nn.Embedding(text_vectors.shape[0], dim) if id_embeddings else None
         if self.id_emb is not None:
             nn.init.zeros_(self.id_emb.weight)
+        # 1 for items with training interactions: only they use (and train) an ID embedding.
+        self.register_buffer("id_mask", torch.ones(text_vectors.shape[0]))
         self.encoder: TextEncoder | None = None
         if encoder is not None:
             self.attach_encoder(
@@ -93,8 +97,16 @@ class ItemTower(nn.Module):
             # Kept outside the module tree: frozen weights are not part of the checkpoint.
             object.__setattr__(self, "encoder", encoder)
             return
+        # lora/full change the encoder's weights: each tower trains its own copy, on the tower's
+        # device, so towers (targets, variants) sharing one loaded encoder never interfere.
+        encoder = copy.deepcopy(encoder)
+        encoder.device_ = self.text_vectors.device
+        encoder.backbone.to(self.text_vectors.device)
         if self.mode == "lora":
-            from peft import LoraConfig, get_peft_model
+            from peft import LoraConfig, PeftModel, get_peft_model
+
+            if isinstance(encoder.backbone, PeftModel):
+                raise ValueError("the encoder already carries PEFT adapters; pass a plain encoder")
 
             targets = _attention_targets(encoder.backbone)
             lora = LoraConfig(r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
@@ -132,8 +144,13 @@ class ItemTower(nn.Module):
         features = self.text_features(items)
         vectors = self.adapter(features) + self.domain_emb(self.item_domain[items])
         if self.id_emb is not None:
-            vectors = vectors + self.id_emb(items)
+            vectors = vectors + self.id_emb(items) * self.id_mask[items].unsqueeze(-1)
         return vectors
+
+    def set_trained_items(self, trained: torch.Tensor) -> None:
+        """Marks which items have training interactions; the others are represented by text
+        alone (their ID embedding is neither used nor trained)."""
+        self.id_mask.copy_(trained.to(self.id_mask))
 
     @torch.no_grad()
     def refresh_text_vectors(self, batch_size: int = 128) -> None:
@@ -154,6 +171,9 @@ class ItemTower(nn.Module):
         extra = torch.full((text_vectors.shape[0],), domain, dtype=torch.long)
         self.item_domain = torch.cat([self.item_domain, extra.to(self.item_domain.device)])
         self.texts.extend(texts)
+        self.id_mask = torch.cat(
+            [self.id_mask, torch.zeros(text_vectors.shape[0]).to(self.id_mask)]
+        )
         if self.id_emb is not None:
             # New items have no interactions: their ID part is zero, as for any unseen item.
             grown = nn.Embedding(self.num_items, self.id_emb.embedding_dim)

@@ -3,11 +3,13 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections.abc import Sequence
 from typing import Any
 
+import numpy as np
 import torch
 
 from crossrec.config import CrossRecConfig
@@ -25,14 +27,18 @@ _PRETRAINED: dict[str, tuple[dict[str, torch.Tensor], StageReport]] = {}
 _PRETRAINED_MAX = 4
 
 
-def pretrain_key(cfg: CrossRecConfig, split: Split, target: str) -> str:
+def pretrain_key(cfg: CrossRecConfig, split: Split, target: str, encoder_key: str) -> str:
     """Everything a pretrain run depends on."""
     ds = split.dataset
     train = cfg.train.model_dump(exclude={"finetune", "ranker_epochs", "num_workers", "use_gpu",
                                           "storage_path"})  # fmt: skip
+    digest = hashlib.sha256()
+    for seq in split.train_sequences:
+        digest.update(seq.astype(np.int64).tobytes() + b"|")
+    digest.update(str(sorted(split.cold_items)).encode())
     parts = {
-        "data": [ds.name, ds.num_items, ds.num_interactions, split.protocol,
-                 sum(int(s.size) for s in split.train_sequences)],
+        "data": [ds.name, ds.num_items, ds.num_interactions, split.protocol, digest.hexdigest()],
+        "encoder_weights": encoder_key,
         "target": target,
         "model": cfg.model.model_dump(),
         "train": train,
@@ -83,7 +89,7 @@ class CrossRecRecommender(Recommender):
             torch.manual_seed(self.cfg.train.seed)
             model = CrossRecModel.for_dataset(split.dataset, self.cfg, encoder)
             trainer = CrossRecTrainer(model, split, self.cfg, target, on_epoch=self.on_epoch)
-            key = pretrain_key(self.cfg, split, target)
+            key = pretrain_key(self.cfg, split, target, encoder.settings_key())
             reuse = self.reuse_pretraining and "pretrain" in self.cfg.train.stages
             self.reports[target] = trainer.fit(_PRETRAINED.get(key) if reuse else None)
             if reuse and key not in _PRETRAINED:
