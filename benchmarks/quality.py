@@ -31,6 +31,7 @@ from crossrec.baselines import BASELINES
 from crossrec.config import CrossRecConfig, load_config, with_overrides
 from crossrec.data.loaders import load_dataset
 from crossrec.errors import CrossRecError
+from crossrec.evaluation import EvaluationRow
 from crossrec.experiments import all_model_names, run_models
 from crossrec.reporting import models_table
 
@@ -123,6 +124,16 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: unknown model(s) {unknown}; known: {all_model_names()}", file=sys.stderr)
         return 2
     started = time.perf_counter()
+    done_rows: list[dict[str, object]] = []
+
+    def model_done(name: str, rows: list[EvaluationRow], seconds: float) -> None:
+        print(f"{name}: {seconds:.1f}s", file=sys.stderr)
+        # Rows are written as each model finishes, so an interrupted run keeps what it measured.
+        done_rows.extend(r.to_dict() for r in rows)
+        if args.json:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(done_rows, indent=2))
+
     try:
         dataset = load_dataset(cfg.data, path)
         encoder = None
@@ -134,7 +145,7 @@ def main(argv: list[str] | None = None) -> int:
             cfg,
             models,
             dataset,
-            on_model_done=lambda n, rows, s: print(f"{n}: {s:.1f}s", file=sys.stderr),
+            on_model_done=model_done,
             config_for=lambda name, c: model_config(name, c, args.quick),
             encoder=encoder,
         )
@@ -164,8 +175,6 @@ def main(argv: list[str] | None = None) -> int:
         print(f"| {name} | {seconds:.1f} |")
     print(f"\nwall time: {wall:.1f}s")
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps([r.to_dict() for r in run.rows], indent=2))
         print(f"wrote {args.json}")
     return 0
 
