@@ -53,14 +53,18 @@ def _recall50(split: Split, model: object, slice_name: str) -> float:
 
 
 @pytest.fixture(scope="module")
-def transfer(world_split: Split, base_cfg: CrossRecConfig, encoder: TextEncoder) -> CrossRecRecommender:
+def transfer(
+    world_split: Split, base_cfg: CrossRecConfig, encoder: TextEncoder
+) -> CrossRecRecommender:
     rec = CrossRecRecommender(variant_config("crossrec-transfer", base_cfg), encoder=encoder)
     rec.fit(world_split)
     return rec
 
 
 @pytest.fixture(scope="module")
-def target_only(world_split: Split, base_cfg: CrossRecConfig, encoder: TextEncoder) -> CrossRecRecommender:
+def target_only(
+    world_split: Split, base_cfg: CrossRecConfig, encoder: TextEncoder
+) -> CrossRecRecommender:
     rec = CrossRecRecommender(variant_config("crossrec-target-only", base_cfg), encoder=encoder)
     rec.fit(world_split)
     return rec
@@ -90,7 +94,9 @@ def test_training_is_deterministic_by_seed(
 def test_cold_start_users_and_items(world_split: Split, transfer: CrossRecRecommender) -> None:
     popularity = PopularityRecommender()
     popularity.fit(world_split)
-    assert _ndcg(world_split, transfer, "cold-users") > 3 * _ndcg(world_split, popularity, "cold-users")
+    assert _ndcg(world_split, transfer, "cold-users") > 3 * _ndcg(
+        world_split, popularity, "cold-users"
+    )
     # Cold-start items are retrieved from their text: random Recall@50 is 50 / 200 = 0.25.
     assert _recall50(world_split, transfer, "cold-items") > 0.4
     assert _recall50(world_split, popularity, "cold-items") == 0.0
@@ -105,7 +111,9 @@ def test_text_query_returns_on_topic_items(transfer: CrossRecRecommender) -> Non
     assert sum("Horror Movie" in g for g in genres) >= 8, genres
 
 
-def test_new_item_from_text_is_retrievable(world_split: Split, transfer: CrossRecRecommender) -> None:
+def test_new_item_from_text_is_retrievable(
+    world_split: Split, transfer: CrossRecRecommender
+) -> None:
     model = CrossRecModel.from_pretrained(_save(transfer, Path(_tmp()) / "ckpt"))
     films = model.domain_items("films")
     original = int(films[3])
@@ -132,7 +140,9 @@ def _save(rec: CrossRecRecommender, path: Path) -> Path:
     return rec.models["films"].save_pretrained(path)
 
 
-def test_save_load_round_trip(world_split: Split, transfer: CrossRecRecommender, tmp_path: Path) -> None:
+def test_save_load_round_trip(
+    world_split: Split, transfer: CrossRecRecommender, tmp_path: Path
+) -> None:
     model = transfer.models["films"]
     path = model.save_pretrained(tmp_path / "films")
     loaded = CrossRecModel.from_pretrained(path)
@@ -173,12 +183,16 @@ def test_lora_mode_trains_and_round_trips(
     lora = {n: p.detach().clone() for n, p in model.named_parameters() if "lora_B" in n}
     assert lora
     CrossRecTrainer(model, world_split, cfg, "films").fit()
-    changed = [n for n, p in model.named_parameters() if "lora_B" in n and not torch.equal(p, lora[n])]
+    changed = [
+        n for n, p in model.named_parameters() if "lora_B" in n and not torch.equal(p, lora[n])
+    ]
     assert changed  # LoRA weights learned end to end
     path = model.save_pretrained(tmp_path / "lora")
     loaded = CrossRecModel.from_pretrained(path)
     contexts = [c.context for c in world_split.test[:4]]
-    assert torch.allclose(model.score(contexts, "films"), loaded.score(contexts, "films"), atol=1e-5)
+    assert torch.allclose(
+        model.score(contexts, "films"), loaded.score(contexts, "films"), atol=1e-5
+    )
 
 
 def test_adaptation_losses_shrink_their_domain_gap(

@@ -107,7 +107,9 @@ def test_ranker_learns_from_hard_negatives() -> None:
     opt = torch.optim.Adam(ranker.parameters(), lr=0.05)
     losses = []
     for _ in range(200):
-        loss = torch.nn.functional.binary_cross_entropy_with_logits(ranker.logits(users, items), labels)
+        loss = torch.nn.functional.binary_cross_entropy_with_logits(
+            ranker.logits(users, items), labels
+        )
         opt.zero_grad()
         loss.backward()
         opt.step()
@@ -132,7 +134,9 @@ def test_exact_and_ivf_index_agree() -> None:
     partial = IVFIndex(nlist=16, nprobe=4)
     partial.build(vectors)
     _, k = partial.search(queries, 10)
-    recall = sum(len(set(a.tolist()) & set(b.tolist())) for a, b in zip(k, ref.indices, strict=True))
+    recall = sum(
+        len(set(a.tolist()) & set(b.tolist())) for a, b in zip(k, ref.indices, strict=True)
+    )
     assert recall / 200 > 0.5
     new_ids = exact.add(vectors[:2] * -1)
     assert new_ids.tolist() == [500, 501]
