@@ -235,13 +235,10 @@ def train(
 
     cfg = _load(config, set_)
 
+    from crossrec.batching import describe_epoch
+
     def progress(record: dict[str, Any]) -> None:
-        valid = record.get("valid_ndcg@10")
-        shown = "" if valid is None else f" valid ndcg@10={valid:.4f}"
-        typer.echo(
-            f"{record['stage']}[{record['target']}] epoch {int(record['epoch'])}: "
-            f"loss={record['loss']:.4f}{shown} ({record['seconds']:.1f}s)"
-        )
+        typer.echo(describe_epoch(record))
 
     result = train_crossrec(cfg, output, on_epoch=progress)
     typer.echo(format_rows(result.rows, cfg.eval.ks, cfg.eval.num_negatives))

@@ -12,6 +12,7 @@ from collections.abc import Callable
 from typing import Any
 
 from crossrec.baselines import BASELINES
+from crossrec.batching import describe_epoch
 from crossrec.config import CrossRecConfig
 from crossrec.data.loaders import load_dataset
 from crossrec.data.splits import make_split
@@ -55,10 +56,7 @@ def run_demo(cfg: CrossRecConfig, echo: Callable[[str], None] = print) -> list[E
          f", adapt to {', '.join(split.target_domains)}")  # fmt: skip
 
     def epoch(record: dict[str, Any]) -> None:
-        valid = record.get("valid_ndcg@10")
-        shown = "" if valid is None else f" valid ndcg@10={valid:.4f}"
-        echo(f"       {record['stage']} epoch {int(record['epoch'])}: "
-             f"loss={record['loss']:.3f}{shown} ({record['seconds']:.1f}s)")  # fmt: skip
+        echo(f"       {describe_epoch(record)}")
 
     transfer = run_models(
         cfg, ["crossrec-transfer"], dataset, split=split, on_model_done=done, on_epoch=epoch

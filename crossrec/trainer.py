@@ -35,6 +35,7 @@ from crossrec.adaptation import (
     grad_reverse,
     mmd_distance,
 )
+from crossrec.batching import length_bucketed_batches
 from crossrec.config import CrossRecConfig, EvalConfig
 from crossrec.data.splits import EvalCase, Split
 from crossrec.evaluation import TargetDomainEvaluator
@@ -106,17 +107,6 @@ def _windows(
             if begin == 0:
                 break
     return windows, starts
-
-
-def _bucketed(lengths: np.ndarray, batch_size: int, rng: np.random.Generator) -> list[np.ndarray]:
-    order = rng.permutation(lengths.size)
-    pool = batch_size * 50
-    batches: list[np.ndarray] = []
-    for start in range(0, order.size, pool):
-        chunk = order[start : start + pool]
-        chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
-        batches.extend(chunk[i : i + batch_size] for i in range(0, chunk.size, batch_size))
-    return [batches[i] for i in rng.permutation(len(batches))]
 
 
 class CrossRecTrainer:
@@ -265,7 +255,7 @@ class CrossRecTrainer:
             epoch_start = time.perf_counter()
             self.model.train()
             self.model.invalidate_item_cache()
-            batches = _bucketed(lengths, t.batch_size, rng)[:steps_per_epoch]
+            batches = length_bucketed_batches(lengths, t.batch_size, rng)[:steps_per_epoch]
             losses: list[float] = []
             da_values: list[float] = []
             show = sys.stderr.isatty()

@@ -28,6 +28,7 @@ import torch
 from torch import nn
 from tqdm.auto import tqdm
 
+from crossrec.batching import length_bucketed_batches
 from crossrec.config import CrossRecConfig
 from crossrec.data.splits import EvalCase, Split
 from crossrec.recommender import Recommender
@@ -95,24 +96,6 @@ def _windows(sequences: list[np.ndarray], max_len: int) -> list[np.ndarray]:
             out.append(seq[max(0, end - max_len - 1) : end])
             end -= max_len
     return out
-
-
-def _length_bucketed_batches(
-    lengths: np.ndarray, batch_size: int, rng: np.random.Generator
-) -> list[np.ndarray]:
-    """Shuffled batches of similar-length windows, so little compute goes to padding.
-
-    Windows are shuffled, cut into pools of 50 batches, sorted by length within a pool, batched,
-    and the batches shuffled again: each epoch sees a different random order.
-    """
-    order = rng.permutation(lengths.size)
-    pool = batch_size * 50
-    batches: list[np.ndarray] = []
-    for start in range(0, order.size, pool):
-        chunk = order[start : start + pool]
-        chunk = chunk[np.argsort(lengths[chunk], kind="stable")]
-        batches.extend(chunk[i : i + batch_size] for i in range(0, chunk.size, batch_size))
-    return [batches[i] for i in rng.permutation(len(batches))]
 
 
 def _left_pad(rows: Sequence[np.ndarray], length: int) -> torch.Tensor:
@@ -194,7 +177,7 @@ class SASRecRecommender(Recommender):
         for epoch in range(1, s.max_epochs + 1):
             net.train()
             total, steps = 0.0, 0
-            batches = _length_bucketed_batches(lengths, s.batch_size, rng)
+            batches = length_bucketed_batches(lengths, s.batch_size, rng)
             for batch_idx in tqdm(
                 batches, desc=f"sasrec[{domain}] epoch {epoch}", disable=not show
             ):
