@@ -24,7 +24,7 @@ import torch
 from crossrec.config import EvalConfig
 from crossrec.data.splits import SLICES, EvalCase, Split
 from crossrec.errors import EvaluationError
-from crossrec.metrics import metrics_from_ranks, target_ranks
+from crossrec.metrics import metrics_from_ranks, ndcg_at_k, target_ranks
 from crossrec.recommender import Recommender
 
 logger = logging.getLogger(__name__)
@@ -58,6 +58,11 @@ class TargetDomainEvaluator:
         self.split = split
         self.cfg = cfg
         self._negatives: dict[tuple[str, int], tuple[np.ndarray, np.ndarray]] = {}
+
+    @classmethod
+    def for_model_selection(cls, split: Split) -> TargetDomainEvaluator:
+        """The evaluator training loops use for early stopping: full ranking, large batches."""
+        return cls(split, EvalConfig(protocols=["full"], batch_size=512))
 
     def evaluate(
         self,
@@ -112,7 +117,7 @@ class TargetDomainEvaluator:
             dom_cases = [(i, c) for i, c in enumerate(cases) if c.domain == domain]
             if dom_cases:
                 ranks = self._domain_ranks(model, which, domain, dom_cases, ["full"])["full"]
-                total += float((torch.where(ranks < k, 1.0 / torch.log2(ranks + 2.0), 0.0)).sum())
+                total += float(ndcg_at_k(ranks, k).sum())
                 count += len(dom_cases)
         return total / max(count, 1)
 

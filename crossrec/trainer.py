@@ -36,7 +36,7 @@ from crossrec.adaptation import (
     mmd_distance,
 )
 from crossrec.batching import length_bucketed_batches
-from crossrec.config import CrossRecConfig, EvalConfig
+from crossrec.config import CrossRecConfig
 from crossrec.data.splits import EvalCase, Split
 from crossrec.evaluation import TargetDomainEvaluator
 from crossrec.models.crossrec_model import CrossRecModel
@@ -151,9 +151,7 @@ class CrossRecTrainer:
             sequences = [s[self.item_domain[s] == self.target_idx] for s in sequences]
         self.sequences = [s for s in sequences if s.size]
         self.view = ModelView(model, target_only=cfg.train.target_only)
-        self.evaluator = TargetDomainEvaluator(
-            split, EvalConfig(protocols=["full"], batch_size=512)
-        )
+        self.evaluator = TargetDomainEvaluator.for_model_selection(split)
         self.has_valid = any(c.domain == target for c in split.valid)
         self.discriminator: DomainDiscriminator | None = None
         self.pretrained_state: dict[str, torch.Tensor] | None = None

@@ -149,7 +149,7 @@ class SASRecRecommender(Recommender):
         self._offsets = [int(o) for o in ds.offsets]
         self._domain_index = dict(ds.domain_index)
         self._item_domain = ds.item_domain
-        evaluator = TargetDomainEvaluator(split, _eval_cfg_for_selection())
+        evaluator = TargetDomainEvaluator.for_model_selection(split)
         for domain in split.target_domains:
             self._fit_domain(split, domain, evaluator)
 
@@ -240,9 +240,3 @@ class SASRecRecommender(Recommender):
         with torch.no_grad():
             hidden = net(batch)[:, -1]
             return hidden @ net.item_weights().T
-
-
-def _eval_cfg_for_selection():  # type: ignore[no-untyped-def]
-    from crossrec.config import EvalConfig
-
-    return EvalConfig(protocols=["full"], batch_size=512)
