@@ -136,6 +136,11 @@ class EncoderConfig(_Section):
         None,
         description="Embedding cache; default $CROSSREC_CACHE_DIR or ~/.cache/crossrec.",
     )
+    ray_min_items: int = Field(
+        50_000, ge=0, description="`crossrec train` encodes catalogues with at least this many "
+        "uncached texts as a Ray Data job over an actor pool (0 = always).",
+    )
+    ray_actors: int = Field(2, ge=1, description="Encoder actors of that job (one GPU each with --gpu).")
 
 
 class ModelConfig(_Section):
@@ -211,8 +216,34 @@ class TrainConfig(_Section):
         None, ge=1, description="Cap on optimizer steps per epoch (bounds lora/full on CPU)."
     )
     num_workers: int = Field(2, ge=1, description="Ray Train workers.")
-    use_gpu: bool = False
-    storage_path: str = Field("runs", description="Local folder or s3:// / gs:// URI.")
+    use_gpu: bool = Field(False, description="One GPU per Ray Train worker (NCCL).")
+    resources_per_worker: dict[str, float] | None = Field(
+        None, description="Ray resources per worker, e.g. {CPU: 4, GPU: 1}; default 1 CPU (+1 GPU)."
+    )
+    accelerator_type: str | None = Field(
+        None, description="Ray accelerator type the workers need, e.g. 'H100' or 'A10G'."
+    )
+    max_failures: int = Field(
+        1, ge=-1, description="Worker-group restarts per stage from its latest checkpoint (-1 = no limit)."
+    )
+    checkpoints_to_keep: int = Field(
+        2, ge=1, description="Stage checkpoints kept: the best by validation NDCG@10 (adapt) or the "
+        "newest (pretrain); the latest is always kept too.",
+    )
+    ray_address: str | None = Field(
+        None, description="'auto', 'ray://HOST:10001' or None to start a local Ray sized to the machine."
+    )
+    storage_path: str = Field(
+        "runs", description="Where runs live: a local folder or an s3:// / gs:// URI."
+    )
+
+
+# Where and how training runs, not what it computes: runs that differ only in these resume
+# each other and share results.
+RUNTIME_TRAIN_FIELDS = frozenset(
+    {"num_workers", "use_gpu", "resources_per_worker", "accelerator_type", "max_failures",
+     "checkpoints_to_keep", "ray_address", "storage_path"}
+)  # fmt: skip
 
 
 class ServeConfig(_Section):

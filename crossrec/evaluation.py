@@ -111,15 +111,33 @@ class TargetDomainEvaluator:
     ) -> float:
         """Mean full-ranking NDCG@k over the cases of ``which`` in ``domains`` (default: every
         target domain), for model selection."""
+        total, count = self.ndcg_sum_at(model, k, which, domains)
+        return total / max(count, 1)
+
+    def ndcg_sum_at(
+        self,
+        model: Recommender,
+        k: int = 10,
+        which: str = "valid",
+        domains: Sequence[str] | None = None,
+        shard: tuple[int, int] = (0, 1),
+    ) -> tuple[float, int]:
+        """Sum and count of full-ranking NDCG@k over the cases of shard ``(index, count)``
+        (every ``count``-th case from ``index``): distributed workers each score a shard and
+        sum the results."""
+        index, num_shards = shard
+        if not 0 <= index < num_shards:
+            raise EvaluationError(f"shard index {index} is outside 0..{num_shards - 1}")
         cases = self._cases(which)
         total, count = 0.0, 0
         for domain in domains or self.split.target_domains:
             dom_cases = [(i, c) for i, c in enumerate(cases) if c.domain == domain]
+            dom_cases = dom_cases[index::num_shards]
             if dom_cases:
                 ranks = self._domain_ranks(model, which, domain, dom_cases, ["full"])["full"]
                 total += float(ndcg_at_k(ranks, k).sum())
                 count += len(dom_cases)
-        return total / max(count, 1)
+        return total, count
 
     # ------------------------------------------------------------------ internals
     def _cases(self, which: str) -> list[EvalCase]:

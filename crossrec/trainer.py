@@ -11,6 +11,10 @@ loop). Stages:
 ``adapt`` stops early on validation NDCG@10 of the target domain (patience ``train.patience``)
 and keeps its best epoch; ``pretrain`` keeps its last epoch and stops when its training loss
 plateaus. After ``adapt`` the ranker is fitted on retrieved hard negatives.
+
+The loop is written once: a `TrainContext` says where it runs. The default is one process; under
+Ray Train (``training/``) the same loop runs on every worker with DDP, sharded batches, sharded
+validation and per-epoch checkpoints from which an interrupted stage resumes (`StageState`).
 """
 
 from __future__ import annotations
@@ -19,13 +23,15 @@ import logging
 import math
 import sys
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
+from torch.utils.data import DataLoader, Dataset
 from tqdm.auto import tqdm
 
 from crossrec.adaptation import (
@@ -61,6 +67,7 @@ class StageReport:
     best_valid_ndcg: float = float("nan")
     samples: int = 0
     seconds: float = 0.0
+    train_seconds: float = 0.0
     history: list[dict[str, float]] = field(default_factory=list)
 
 
@@ -81,7 +88,7 @@ class ModelView(Recommender):
         if not self.target_only:
             return [c.context for c in cases]
         d = self.model.domain_index[domain]
-        dom = self.model.item_tower.item_domain.numpy()
+        dom = self.model.item_tower.item_domain.cpu().numpy()
         return [c.context[dom[c.context] == d] for c in cases]
 
     def score(self, cases: Sequence[EvalCase], domain: str) -> torch.Tensor:
@@ -109,8 +116,185 @@ def _windows(
     return windows, starts
 
 
+@dataclass
+class StageState:
+    """Where a stage's loop stands: saved in every checkpoint, so a restarted run resumes after
+    the last finished epoch with the same early-stopping state."""
+
+    stage: str
+    epoch: int = 0
+    best_epoch: int = 0
+    best_valid_ndcg: float = float("nan")
+    best_loss: float = float("inf")
+    bad_epochs: int = 0
+    samples: int = 0
+    train_seconds: float = 0.0
+    finished: bool = False
+    history: list[dict[str, float]] = field(default_factory=list)
+
+    def to_json(self) -> dict[str, Any]:
+        return {k: _json_number(v) for k, v in self.__dict__.items()}
+
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> StageState:
+        return cls(**{k: _from_json_number(v) for k, v in data.items()})
+
+
+def _json_number(value: Any) -> Any:
+    """JSON has no NaN / infinity: they are written as strings."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    return value
+
+
+def _from_json_number(value: Any) -> Any:
+    if value in ("nan", "inf", "-inf"):
+        return float(value)
+    return value
+
+
+class TrainContext:
+    """Where the training loop runs. This one is a single process; Ray Train workers use a
+    subclass (``training.loop.RayTrainContext``) that wraps the model in DDP, shards the batches
+    and the validation cases, reduces metrics and reports checkpoints.
+
+    The loop sees ``world_size`` workers; ``train.batch_size`` is the global batch, so each
+    worker's batch is ``ceil(batch_size / world_size)`` and an epoch has the same number of
+    optimizer steps however many workers there are.
+    """
+
+    world_size: int = 1
+    rank: int = 0
+    device: torch.device = torch.device("cpu")
+
+    def wrap_model(self, module: nn.Module) -> nn.Module:
+        """The module the loop calls forward/backward on (DDP under Ray Train)."""
+        return module
+
+    def wrap_loader(self, loader: DataLoader[dict[str, torch.Tensor]]) -> Iterable[Any]:
+        """The batches this worker trains on (its shard under Ray Train)."""
+        return loader
+
+    def all_reduce_sum(self, values: list[float]) -> list[float]:
+        """Element-wise sum of ``values`` over workers."""
+        return values
+
+    def resume(self, stage: str) -> Path | None:
+        """A stage checkpoint directory to resume from (the latest one of an interrupted run)."""
+        return None
+
+    def end_epoch(self, run: StageRun, record: dict[str, float]) -> None:
+        """Called by every worker after each epoch (Ray Train reports and checkpoints here)."""
+
+    def fault_point(self, stage: str, epoch: int, step: int, steps: int) -> None:
+        """Called before every step; fault injection lives here (off unless configured)."""
+
+    @property
+    def is_chief(self) -> bool:
+        return self.rank == 0
+
+
+class WindowBatches(Dataset[dict[str, torch.Tensor]]):
+    """One epoch's batches of training windows, collated to padded tensors (a map-style
+    dataset of whole batches, so a distributed sampler hands each worker whole batches)."""
+
+    def __init__(
+        self, windows: Sequence[np.ndarray], starts: Sequence[bool], batches: Sequence[np.ndarray]
+    ) -> None:
+        self.windows = windows
+        self.starts = starts
+        self.batches = batches
+
+    def __len__(self) -> int:
+        return len(self.batches)
+
+    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
+        rows = [self.windows[i] for i in self.batches[index]]
+        n_max = max(r.size for r in rows)
+        hist = torch.zeros(len(rows), max(1, n_max - 1), dtype=torch.long)
+        targets = torch.full((len(rows), n_max), -1, dtype=torch.long)
+        lengths = torch.zeros(len(rows), dtype=torch.long)
+        for b, r in enumerate(rows):
+            hist[b, : r.size - 1] = torch.from_numpy(r[:-1])
+            targets[b, : r.size] = torch.from_numpy(r)
+            lengths[b] = r.size - 1
+        not_start = torch.tensor([not self.starts[i] for i in self.batches[index]])
+        return {"hist": hist, "targets": targets, "lengths": lengths, "not_start": not_start}
+
+
+class StageObjective(nn.Module):
+    """One stage's training loss as a module, so DDP sees every parameter it touches: the
+    next-item InfoNCE loss plus, in ``adapt``, the domain adaptation loss."""
+
+    def __init__(
+        self,
+        trainer: CrossRecTrainer,
+        wanted: np.ndarray,
+        pool: torch.Tensor,
+        method: str,
+        discriminator: DomainDiscriminator | None,
+    ) -> None:
+        super().__init__()
+        self.model = trainer.model
+        self.discriminator = discriminator
+        self.trainer = [trainer]  # a list: not a submodule
+        self.method = method
+        device = trainer.model.device
+        self.wanted = torch.from_numpy(wanted).to(device)
+        self.pool = pool.to(device)
+
+    def forward(  # type: ignore[override]
+        self,
+        hist: torch.Tensor,
+        targets: torch.Tensor,
+        lengths: torch.Tensor,
+        not_start: torch.Tensor,
+        progress: float = 0.0,
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Returns (total loss, next-item loss, positions trained on)."""
+        trainer = self.trainer[0]
+        model = self.model
+        n_max = targets.shape[1]
+        states = model.user_states(hist, lengths)[:, :n_max]
+        mask = targets >= 0
+        mask &= self.wanted[model.item_tower.item_domain[targets.clamp(min=0)]]
+        mask[:, 0] &= ~not_start
+        positives = targets[mask]
+        domains = model.item_tower.item_domain[positives]
+        users = model.user_tower.user_vector(states[mask], domains)
+        k = min(trainer.cfg.train.num_negatives, self.pool.numel())
+        negatives = self.pool[torch.randint(self.pool.numel(), (k,), device=self.pool.device)]
+        candidates, inverse = torch.unique(torch.cat([positives, negatives]), return_inverse=True)
+        labels = inverse[: positives.numel()]
+        logits = users @ model.item_vectors(candidates).T / trainer.cfg.model.temperature
+        cand_domains = model.item_tower.item_domain[candidates]
+        logits = logits.masked_fill(cand_domains.unsqueeze(0) != domains.unsqueeze(1), -1e4)
+        next_item = nn.functional.cross_entropy(logits, labels)
+        loss = next_item
+        if self.method != "none":
+            da = trainer.adaptation_loss(self.method, progress, self.discriminator)
+            loss = loss + trainer.cfg.adaptation.weight * da
+            next_item = torch.stack([next_item, da.detach()])
+        return loss, next_item.detach(), torch.tensor(positives.numel())
+
+
+@dataclass
+class StageRun:
+    """Everything one stage's loop holds: what a checkpoint saves and a resume restores."""
+
+    stage: str
+    state: StageState
+    params: list[nn.Parameter]
+    optimizer: torch.optim.Optimizer
+    discriminator: DomainDiscriminator | None
+    best_state: dict[str, torch.Tensor] | None = None
+
+
 class CrossRecTrainer:
     """Trains one `CrossRecModel` for one target domain.
+
+    The same loop runs in one process (``TrainContext()``, the default) and on every Ray Train
+    worker (``training.loop.RayTrainContext``).
 
     Example:
         >>> trainer = CrossRecTrainer(model, split, cfg, target="films")
@@ -141,7 +325,7 @@ class CrossRecTrainer:
                 f"{bad} must be domains of the dataset ({', '.join(ds.domains)}) other than "
                 f"the target {target!r}",
             )
-        self.item_domain = model.item_tower.item_domain.numpy()
+        self.item_domain = model.item_tower.item_domain.cpu().numpy()
         self.target_idx = model.domain_index[target]
         model.target_domain = target
         model.split_targets = list(split.target_domains)
@@ -178,12 +362,18 @@ class CrossRecTrainer:
         self.model.eval()
         return reports
 
-    def validate(self) -> float:
+    def validate(self, ctx: TrainContext | None = None) -> float:
+        """Validation NDCG@10 on the target domain; under Ray Train each worker scores its
+        shard of the cases and the sums are reduced."""
+        ctx = ctx or TrainContext()
         self.model.eval()
         self.model.invalidate_item_cache()
-        score = self.evaluator.ndcg_at(self.view, 10, "valid", domains=[self.target])
+        total, count = self.evaluator.ndcg_sum_at(
+            self.view, 10, "valid", domains=[self.target], shard=(ctx.rank, ctx.world_size)
+        )
         self.model.invalidate_item_cache()
-        return score
+        total, count = ctx.all_reduce_sum([total, float(count)])
+        return total / max(count, 1.0)
 
     # ------------------------------------------------------------------ stages
     def _trainable(self, stage: str) -> list[nn.Parameter]:
@@ -211,12 +401,51 @@ class CrossRecTrainer:
                 chosen.append(param)
         return chosen
 
-    def run_stage(self, stage: str) -> StageReport:
+    def stage_domains(self, stage: str) -> list[str]:
+        return self.sources if stage == "pretrain" else [self.target]
+
+    def keeps_last_epoch(self, stage: str) -> bool:
+        """Pretraining (and a stage without validation cases) keeps its last epoch; ``adapt``
+        keeps its best epoch by validation NDCG@10."""
+        return stage == "pretrain" or not self.has_valid
+
+    def start_stage(self, stage: str, resume_from: Path | None = None) -> StageRun:
+        """Sets up a stage's trainable parameters and optimizer, restored from a stage
+        checkpoint when ``resume_from`` is given."""
         t = self.cfg.train
-        domains = self.sources if stage == "pretrain" else [self.target]
+        params = self._trainable(stage)
+        method = self.adaptation_method(stage)
+        discriminator = None
+        if method == "dann":
+            torch.manual_seed(t.seed + 2)
+            discriminator = DomainDiscriminator(self.cfg.model.dim).to(self.model.device)
+            params = params + list(discriminator.parameters())
+        self.discriminator = discriminator
+        optimizer = torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
+        run = StageRun(stage, StageState(stage), params, optimizer, discriminator)
+        if resume_from is not None:
+            from crossrec.stage_checkpoint import restore_stage
+
+            restore_stage(resume_from, self, run)
+            logger.info(
+                "stage=%s target=%s resumed after epoch %d from %s",
+                stage, self.target, run.state.epoch, resume_from,
+            )  # fmt: skip
+        return run
+
+    def adaptation_method(self, stage: str) -> str:
+        return self.cfg.adaptation.method if stage == "adapt" and self.sources else "none"
+
+    def run_stage(self, stage: str, ctx: TrainContext | None = None) -> StageReport:
+        """Runs one stage's epochs (resuming from ``ctx.resume(stage)`` when it gives a
+        checkpoint) and leaves the model with the stage's kept weights."""
+        ctx = ctx or TrainContext()
+        t = self.cfg.train
+        domains = self.stage_domains(stage)
+        report = StageReport(stage=stage, domains=domains)
         if not domains:
             logger.warning("stage=%s skipped: no source domain besides %s", stage, self.target)
-            return StageReport(stage=stage, domains=[])
+            return report
         stage_idx = np.array([self.model.domain_index[d] for d in domains], dtype=np.int64)
         wanted = np.zeros(len(self.model.domains), dtype=bool)
         wanted[stage_idx] = True
@@ -225,143 +454,140 @@ class CrossRecTrainer:
             return bool(wanted[self.item_domain[part]].any())
 
         windows, starts = _windows(self.sequences, self.cfg.model.max_history, keep)
-        report = StageReport(stage=stage, domains=domains)
         if not windows:
             logger.warning("stage=%s has no training positions in %s; skipped", stage, domains)
             return report
-        seed = t.seed + (0 if stage == "pretrain" else 1)
-        torch.manual_seed(seed)
-        rng = np.random.default_rng(seed)
-        params = self._trainable(stage)
-        method = self.cfg.adaptation.method if stage == "adapt" and self.sources else "none"
-        if method == "dann":
-            self.discriminator = DomainDiscriminator(self.cfg.model.dim)
-            params = params + list(self.discriminator.parameters())
-        optimizer = torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
+        run = self.start_stage(stage, ctx.resume(stage))
+        method = self.adaptation_method(stage)
+        objective = ctx.wrap_model(
+            StageObjective(self, wanted, torch.from_numpy(np.flatnonzero(wanted[self.item_domain])),
+                           method, run.discriminator)
+        )  # fmt: skip
         lengths = np.array([w.size for w in windows])
-        pool = torch.from_numpy(np.flatnonzero(wanted[self.item_domain]))
         max_epochs = t.pretrain_max_epochs if stage == "pretrain" else t.max_epochs
-        best_state: dict[str, torch.Tensor] | None = None
-        best_loss = float("inf")
-        bad = 0
-        started = time.perf_counter()
+        local_batch = math.ceil(t.batch_size / ctx.world_size)
         steps_per_epoch = math.ceil(len(windows) / t.batch_size)
         if t.max_steps_per_epoch:
             steps_per_epoch = min(steps_per_epoch, t.max_steps_per_epoch)
         total_steps = max(1, steps_per_epoch * max_epochs)
-        for epoch in range(1, max_epochs + 1):
+        stage_no = list(t.stages).index(stage) if stage in t.stages else len(t.stages)
+        started = time.perf_counter()
+        while not run.state.finished and run.state.epoch < max_epochs:
+            epoch = run.state.epoch + 1
             epoch_start = time.perf_counter()
+            # The batch order is the same on every worker (seeded by epoch, so a resumed run
+            # repeats it); negatives and dropout differ per worker.
+            rng = np.random.default_rng([t.seed, stage_no, epoch])
+            torch.manual_seed(t.seed * 1_000_003 + stage_no * 10_007 + epoch * 101 + ctx.rank)
+            batches = length_bucketed_batches(lengths, local_batch, rng)
+            batches = batches[: steps_per_epoch * ctx.world_size]
+            loader: DataLoader[dict[str, torch.Tensor]] = DataLoader(
+                WindowBatches(windows, starts, batches), batch_size=None, shuffle=False
+            )
+            shard = ctx.wrap_loader(loader)
             self.model.train()
             self.model.invalidate_item_cache()
-            batches = length_bucketed_batches(lengths, t.batch_size, rng)[:steps_per_epoch]
-            losses: list[float] = []
-            da_values: list[float] = []
-            show = sys.stderr.isatty()
-            for step, batch in enumerate(
-                tqdm(batches, desc=f"{stage}[{self.target}] epoch {epoch}", disable=not show)
-            ):
+            sums = torch.zeros(2 if method != "none" else 1)
+            steps = positions = 0
+            show = sys.stderr.isatty() and ctx.is_chief
+            n_local = math.ceil(len(batches) / ctx.world_size)
+            desc = f"{stage}[{self.target}] epoch {epoch}"
+            for step, batch in enumerate(tqdm(shard, desc=desc, total=n_local, disable=not show)):
+                ctx.fault_point(stage, epoch, step, n_local)
                 progress = ((epoch - 1) * steps_per_epoch + step) / total_steps
-                loss, n_pos = self._step_loss([windows[i] for i in batch],
-                                              [starts[i] for i in batch], wanted, pool)  # fmt: skip
-                if method != "none":
-                    da = self._adaptation_loss(method, progress)
-                    da_values.append(float(da.detach()))
-                    loss = loss + self.cfg.adaptation.weight * da
-                optimizer.zero_grad()
+                loss, parts, n_pos = objective(**batch, progress=progress)
+                run.optimizer.zero_grad()
                 loss.backward()
-                optimizer.step()
-                losses.append(float(loss.detach()))
-                report.samples += n_pos
+                run.optimizer.step()
+                sums += parts.float().cpu().reshape(-1)
+                steps += 1
+                positions += int(n_pos)
+            train_seconds = time.perf_counter() - epoch_start
+            reduced = ctx.all_reduce_sum([*sums.tolist(), float(steps), float(positions)])
+            total_steps_done = max(reduced[-2], 1.0)
             record: dict[str, float] = {
                 "epoch": float(epoch),
-                "loss": float(np.mean(losses)) if losses else float("nan"),
-                "seconds": time.perf_counter() - epoch_start,
+                "loss": reduced[0] / total_steps_done,
             }
-            if da_values:
-                record[f"{method}_loss"] = float(np.mean(da_values))
-            report.epochs = epoch
+            if method != "none":
+                record[f"{method}_loss"] = reduced[1] / total_steps_done
+            record["samples"] = reduced[-1]
+            record["train_seconds"] = train_seconds
             if self.has_valid:
-                record["valid_ndcg@10"] = self.validate()
-            keep_last = stage == "pretrain" or not self.has_valid
-            if keep_last:
-                # Pretraining learns the source domain: it keeps its last epoch and stops when
-                # the training loss stops falling. Target NDCG is only logged: selecting the
-                # source model on it favours barely trained models, which adapt worse.
-                improved = record["loss"] < best_loss * (1 - LOSS_PLATEAU)
-                best_loss = min(best_loss, record["loss"])
-                report.best_epoch = epoch
-                report.best_valid_ndcg = record.get("valid_ndcg@10", float("nan"))
-            else:
-                score = record["valid_ndcg@10"]
-                improved = not (score <= report.best_valid_ndcg)  # NaN-safe: first epoch wins
-                if improved:
-                    report.best_valid_ndcg, report.best_epoch = score, epoch
-                    best_state = {n: p.detach().clone() for n, p in self.model.named_parameters()}
-            bad = 0 if improved else bad + 1
-            report.history.append(record)
-            logger.info(
-                "stage=%s target=%s %s", stage, self.target,
-                " ".join(f"{k}={v:.4f}" for k, v in record.items()),
-            )  # fmt: skip
-            if self.on_epoch is not None:
-                self.on_epoch({"stage": stage, "target": self.target, **record})
-            if bad >= t.patience:
-                break
-        if best_state is not None:
+                record["valid_ndcg@10"] = self.validate(ctx)
+            record["seconds"] = time.perf_counter() - epoch_start
+            self._end_epoch(run, record, ctx)
+        if run.best_state is not None:
             with torch.no_grad():
                 for name, param in self.model.named_parameters():
-                    param.copy_(best_state[name])
+                    if name in run.best_state:
+                        param.copy_(run.best_state[name])
         self.model.invalidate_item_cache()
         self.model.stage = stage
+        state = run.state
+        report.epochs = state.epoch
+        report.best_epoch = state.best_epoch
+        report.best_valid_ndcg = state.best_valid_ndcg
+        report.samples = state.samples
+        report.history = list(state.history)
         report.seconds = time.perf_counter() - started
-        self.model.metrics[f"{stage}_valid_ndcg@10"] = report.best_valid_ndcg
+        report.train_seconds = state.train_seconds
+        self.model.metrics[f"{stage}_valid_ndcg@10"] = state.best_valid_ndcg
         if stage == "pretrain":
             self.pretrained_state = {
                 n: p.detach().clone() for n, p in self.model.named_parameters()
             }
         return report
 
-    # ------------------------------------------------------------------ losses
-    def _step_loss(
-        self,
-        rows: list[np.ndarray],
-        starts: list[bool],
-        wanted: np.ndarray,
-        pool: torch.Tensor,
-    ) -> tuple[torch.Tensor, int]:
-        model = self.model
-        n_max = max(r.size for r in rows)
-        hist = torch.zeros(len(rows), max(1, n_max - 1), dtype=torch.long)
-        targets = torch.full((len(rows), n_max), -1, dtype=torch.long)
-        lengths = torch.zeros(len(rows), dtype=torch.long)
-        for b, r in enumerate(rows):
-            hist[b, : r.size - 1] = torch.from_numpy(r[:-1])
-            targets[b, : r.size] = torch.from_numpy(r)
-            lengths[b] = r.size - 1
-        states = model.user_states(hist, lengths)[:, :n_max]
-        mask = targets >= 0
-        mask &= torch.from_numpy(wanted)[model.item_tower.item_domain[targets.clamp(min=0)]]
-        not_start = torch.tensor([not s for s in starts])
-        mask[:, 0] &= ~not_start
-        positives = targets[mask]
-        domains = model.item_tower.item_domain[positives]
-        users = model.user_tower.user_vector(states[mask], domains)
-        k = min(self.cfg.train.num_negatives, pool.numel())
-        negatives = pool[torch.randint(pool.numel(), (k,))]
-        candidates, inverse = torch.unique(torch.cat([positives, negatives]), return_inverse=True)
-        labels = inverse[: positives.numel()]
-        logits = users @ model.item_vectors(candidates).T / self.cfg.model.temperature
-        cand_domains = model.item_tower.item_domain[candidates]
-        logits = logits.masked_fill(cand_domains.unsqueeze(0) != domains.unsqueeze(1), -1e4)
-        return nn.functional.cross_entropy(logits, labels), int(positives.numel())
+    def _end_epoch(self, run: StageRun, record: dict[str, float], ctx: TrainContext) -> None:
+        """Early stopping and the kept weights; then the context reports / checkpoints."""
+        state = run.state
+        epoch = int(record["epoch"])
+        state.epoch = epoch
+        state.samples += int(record["samples"])
+        state.train_seconds += record["train_seconds"]
+        max_epochs = (
+            self.cfg.train.pretrain_max_epochs if run.stage == "pretrain" else self.cfg.train.max_epochs
+        )
+        if self.keeps_last_epoch(run.stage):
+            # Pretraining learns the source domain: it keeps its last epoch and stops when the
+            # training loss stops falling. Target NDCG is only logged: selecting the source
+            # model on it favours barely trained models, which adapt worse.
+            improved = record["loss"] < state.best_loss * (1 - LOSS_PLATEAU)
+            state.best_loss = min(state.best_loss, record["loss"])
+            state.best_epoch = epoch
+            state.best_valid_ndcg = record.get("valid_ndcg@10", float("nan"))
+        else:
+            score = record["valid_ndcg@10"]
+            improved = not (score <= state.best_valid_ndcg)  # NaN-safe: first epoch wins
+            if improved:
+                state.best_valid_ndcg, state.best_epoch = score, epoch
+                run.best_state = {
+                    n: p.detach().clone()
+                    for n, p in self.model.named_parameters()
+                    if p.requires_grad
+                }
+        state.bad_epochs = 0 if improved else state.bad_epochs + 1
+        state.finished = state.bad_epochs >= self.cfg.train.patience or epoch >= max_epochs
+        state.history.append(dict(record))
+        logger.info(
+            "stage=%s target=%s %s", run.stage, self.target,
+            " ".join(f"{k}={v:.4f}" for k, v in record.items()),
+        )  # fmt: skip
+        if self.on_epoch is not None and ctx.is_chief:
+            self.on_epoch({"stage": run.stage, "target": self.target, **record})
+        ctx.end_epoch(run, record)
 
+    # ------------------------------------------------------------------ losses
     def _sample_representations(self, domains: list[str], n: int) -> torch.Tensor:
         ids = torch.cat([self.model.domain_items(d) for d in domains])
-        pick = ids[torch.randint(ids.numel(), (n,))]
+        pick = ids[torch.randint(ids.numel(), (n,), device=ids.device)]
         tower = self.model.item_tower
         return tower.represent(tower.text_features(pick))
 
-    def _adaptation_loss(self, method: str, progress: float) -> torch.Tensor:
+    def adaptation_loss(
+        self, method: str, progress: float, discriminator: DomainDiscriminator | None
+    ) -> torch.Tensor:
         n = self.cfg.adaptation.samples_per_domain
         source = self._sample_representations(self.sources, n)
         target = self._sample_representations([self.target], n)
@@ -369,9 +595,9 @@ class CrossRecTrainer:
             return mmd_distance(source, target)
         if method == "coral":
             return coral_distance(source, target)
-        assert self.discriminator is not None
+        assert discriminator is not None
         lambd = dann_lambda(progress)
-        loss, _ = self.discriminator.loss_and_accuracy(
+        loss, _ = discriminator.loss_and_accuracy(
             grad_reverse(source, lambd), grad_reverse(target, lambd)
         )
         return loss
@@ -407,7 +633,9 @@ class CrossRecTrainer:
                 with torch.no_grad():
                     users = model.encode_users([contexts[i] for i in idx], self.target)
                     top = (users @ items.T).topk(n, dim=1).indices
-                    pos = torch.searchsorted(domain_ids, torch.tensor([positives[i] for i in idx]))
+                    pos = torch.searchsorted(
+                        domain_ids, torch.tensor([positives[i] for i in idx], device=items.device)
+                    )
                     present = (top == pos.unsqueeze(1)).any(1)
                     top[~present, -1] = pos[~present]
                     labels = (top == pos.unsqueeze(1)).float()

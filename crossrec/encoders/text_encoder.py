@@ -59,6 +59,16 @@ def _fingerprint(path: Path) -> str:
     return digest.hexdigest()[:16]
 
 
+def _settings_key(fingerprint: str, pooling: str, normalize: bool, max_length: int) -> str:
+    return f"{fingerprint}|pool={pooling}|norm={normalize}|len={max_length}"
+
+
+def encoder_settings_key(cfg: EncoderConfig) -> str:
+    """`TextEncoder.settings_key` of the encoder ``cfg`` describes, without loading it."""
+    path = resolve_model_dir(cfg.model)
+    return _settings_key(_fingerprint(path), cfg.pooling, cfg.normalize, cfg.max_length)
+
+
 def pick_device(name: str) -> torch.device:
     if name == "auto":
         return torch.device("cuda" if torch.cuda.is_available() else "cpu")
@@ -120,7 +130,7 @@ class TextEncoder(torch.nn.Module):
 
     def settings_key(self) -> str:
         """Identifies the vectors this encoder produces (model and encoding settings)."""
-        return f"{self.fingerprint}|pool={self.pooling}|norm={self.normalize}|len={self.max_length}"
+        return _settings_key(self.fingerprint, self.pooling, self.normalize, self.max_length)
 
     def forward(self, input_ids: torch.Tensor, attention_mask: torch.Tensor) -> torch.Tensor:
         hidden = self.backbone(input_ids=input_ids, attention_mask=attention_mask)[0]

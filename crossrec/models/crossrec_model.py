@@ -87,19 +87,47 @@ class CrossRecModel(nn.Module):
     # ------------------------------------------------------------------ construction
     @classmethod
     def for_dataset(
-        cls, dataset: CrossDomainDataset, cfg: CrossRecConfig, encoder: TextEncoder | None = None
+        cls,
+        dataset: CrossDomainDataset,
+        cfg: CrossRecConfig,
+        encoder: TextEncoder | None = None,
+        *,
+        text_vectors: torch.Tensor | None = None,
     ) -> CrossRecModel:
-        """A fresh model over ``dataset``'s catalogue; text vectors come from the cache."""
-        encoder = encoder or TextEncoder.from_config(cfg.encoder)
+        """A fresh model over ``dataset``'s catalogue. Text vectors are ``text_vectors`` when
+        given (e.g. computed by a distributed encoding job), else read from / added to the
+        embedding cache. The encoder is loaded only when needed (lora/full, or no vectors)."""
         template = ItemTextTemplate.from_config(cfg.encoder)
         texts = item_texts(dataset, template)
-        vectors = encode_texts_cached(
-            encoder, texts, template.key(),
-            cache_dir=Path(cfg.encoder.cache_dir).expanduser() if cfg.encoder.cache_dir else None,
-            batch_size=cfg.encoder.batch_size, progress="encoding items",
-        )  # fmt: skip
+        if text_vectors is None:
+            encoder = encoder or TextEncoder.from_config(cfg.encoder)
+            text_vectors = encode_texts_cached(
+                encoder, texts, template.key(),
+                cache_dir=Path(cfg.encoder.cache_dir).expanduser() if cfg.encoder.cache_dir else None,
+                batch_size=cfg.encoder.batch_size, progress="encoding items",
+            )  # fmt: skip
+        elif text_vectors.shape[0] != len(texts):
+            raise CrossRecError(
+                f"text_vectors has {text_vectors.shape[0]} rows for {len(texts)} items"
+            )
+        if encoder is None and cfg.model.item_mode != "frozen":
+            encoder = TextEncoder.from_config(cfg.encoder)
         keys = [(it.domain, it.item_id) for it in dataset.items]
-        return cls(cfg, dataset.domains, keys, texts, vectors, encoder=encoder)
+        return cls(cfg, dataset.domains, keys, texts, text_vectors, encoder=encoder)
+
+    @property
+    def device(self) -> torch.device:
+        return self.item_tower.text_vectors.device
+
+    def to_device(self, device: torch.device | str) -> CrossRecModel:
+        """Moves the model (and a trainable encoder) to ``device``."""
+        device = torch.device(device)
+        self.to(device)
+        encoder = self.item_tower.encoder
+        if encoder is not None and self.item_tower.mode != "frozen":
+            encoder.device_ = device
+        self.invalidate_item_cache()
+        return self
 
     # ------------------------------------------------------------------ items
     @property
@@ -138,7 +166,7 @@ class CrossRecModel(nn.Module):
         for b, r in enumerate(rows):
             items[b, : r.size] = torch.from_numpy(r)
             lengths[b] = r.size
-        return items, lengths
+        return items.to(self.device), lengths.to(self.device)
 
     def user_states(self, items: torch.Tensor, lengths: torch.Tensor) -> torch.Tensor:
         """States ``[B, L + 1, dim]`` of right-padded histories ``[B, L]`` (global indices)."""
@@ -159,12 +187,14 @@ class CrossRecModel(nn.Module):
         history's user vector. So a query finds on-topic items with or without history.
         """
         d = self.domain_index[domain]
-        dom = torch.full((len(contexts),), d, dtype=torch.long)
+        dom = torch.full((len(contexts),), d, dtype=torch.long, device=self.device)
         items, lengths = self._history(contexts)
         states = self.user_states(items, lengths)
-        users = self.user_tower.user_vector(states[torch.arange(len(contexts)), lengths], dom)
+        rows = torch.arange(len(contexts), device=self.device)
+        users = self.user_tower.user_vector(states[rows, lengths], dom)
         if query_text_vectors is None:
             return users
+        query_text_vectors = query_text_vectors.to(self.device)
         query = self.item_tower.represent(query_text_vectors) + self.item_tower.domain_emb(dom)
         query = nn.functional.normalize(query, dim=-1)
         has_history = (lengths > 0).unsqueeze(1).to(users.dtype)

@@ -12,7 +12,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from crossrec.config import CrossRecConfig
+from crossrec.config import RUNTIME_TRAIN_FIELDS, CrossRecConfig
 from crossrec.data.splits import EvalCase, Split
 from crossrec.encoders.text_encoder import TextEncoder
 from crossrec.models.crossrec_model import CrossRecModel
@@ -30,8 +30,7 @@ _PRETRAINED_MAX = 4
 def pretrain_key(cfg: CrossRecConfig, split: Split, target: str, encoder_key: str) -> str:
     """Everything a pretrain run depends on."""
     ds = split.dataset
-    train = cfg.train.model_dump(exclude={"finetune", "ranker_epochs", "num_workers", "use_gpu",
-                                          "storage_path"})  # fmt: skip
+    train = cfg.train.model_dump(exclude={"finetune", "ranker_epochs", *RUNTIME_TRAIN_FIELDS})
     digest = hashlib.sha256()
     for seq in split.train_sequences:
         digest.update(seq.astype(np.int64).tobytes() + b"|")
