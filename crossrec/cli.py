@@ -224,26 +224,83 @@ def evaluate(
 def train(
     config: ConfigOpt = None,
     set_: SetOpt = None,
+    name: Annotated[
+        str | None,
+        typer.Option(help="Run name (default: the config file's name, else 'crossrec'). Rerunning "
+                     "with the same name resumes the run from its latest checkpoint."),
+    ] = None,
+    address: Annotated[
+        str | None,
+        typer.Option(help="Ray cluster: 'auto' or 'ray://HOST:10001' (default: train.ray_address, "
+                     "else a local Ray sized to this machine)."),
+    ] = None,
+    num_workers: Annotated[
+        int | None, typer.Option("--num-workers", min=1, help="Ray Train workers (train.num_workers).")
+    ] = None,
+    gpu: Annotated[
+        bool, typer.Option("--gpu", help="One GPU per worker, NCCL (train.use_gpu=true).")
+    ] = False,
+    storage: Annotated[
+        str | None,
+        typer.Option(help="Folder or s3:// / gs:// URI for runs (train.storage_path)."),
+    ] = None,
     output: Annotated[
-        Path, typer.Option("--output", "-o", help="Checkpoints go to OUTPUT/<target domain>.")
-    ] = Path("checkpoints/crossrec"),
+        Path | None,
+        typer.Option("--output", "-o", help="Also copy the final models to OUTPUT/<target domain>; "
+                     "with --local, where they are written (default checkpoints/crossrec)."),
+    ] = None,
+    local: Annotated[
+        bool, typer.Option("--local", help="Train in this process, without Ray.")
+    ] = False,
 ) -> None:
-    """Train the cross-domain model (single process): pretrain on the source domain(s), adapt to
-    each target domain, evaluate on the test split, save checkpoints."""
-    from crossrec.evaluation import format_rows
-    from crossrec.experiments import train_crossrec
+    """Train the cross-domain model on Ray Train: pretrain on the source domain(s), adapt to each
+    target domain, evaluate on the test split; per-epoch checkpoints, resumable by --name.
 
-    cfg = _load(config, set_)
-
+    Final models land in STORAGE/NAME/models/<target> (load them with `crossrec evaluate
+    --checkpoint`); stage checkpoints in STORAGE/NAME/stages/<target>/<stage>/."""
     from crossrec.batching import describe_epoch
+    from crossrec.evaluation import format_rows
 
-    def progress(record: dict[str, Any]) -> None:
-        typer.echo(describe_epoch(record))
+    overrides = list(set_ or [])
+    if address:
+        overrides.append(f"train.ray_address={address}")
+    if num_workers:
+        overrides.append(f"train.num_workers={num_workers}")
+    if gpu:
+        overrides.append("train.use_gpu=true")
+    if storage:
+        overrides.append(f"train.storage_path={storage}")
+    cfg = _load(config, overrides)
+    if local:
+        from crossrec.experiments import train_crossrec
 
-    result = train_crossrec(cfg, output, on_epoch=progress)
-    typer.echo(format_rows(result.rows, cfg.eval.ks, cfg.eval.num_negatives))
-    for target, path in result.checkpoints.items():
-        typer.echo(f"checkpoint for {target}: {path}")
+        result = train_crossrec(
+            cfg, output or Path("checkpoints/crossrec"),
+            on_epoch=lambda record: typer.echo(describe_epoch(record)),
+        )  # fmt: skip
+        typer.echo(format_rows(result.rows, cfg.eval.ks, cfg.eval.num_negatives))
+        for target, path in result.checkpoints.items():
+            typer.echo(f"checkpoint for {target}: {path}")
+        return
+    from training.pipeline import describe_event, run_training
+
+    run_name = name or (config.stem if config is not None else "crossrec")
+    verbose = logging.getLogger().getEffectiveLevel() <= logging.DEBUG
+    try:
+        run = run_training(
+            cfg, name=run_name, on_event=lambda event: typer.echo(describe_event(event)),
+            log_to_driver=verbose,
+        )  # fmt: skip
+    except (KeyboardInterrupt, SystemExit):
+        # Ray Train's own Ctrl-C handler aborts the stage and exits through SystemExit.
+        typer.echo(f"interrupted; rerun the same command (--name {run_name}) to resume", err=True)
+        raise typer.Exit(130) from None
+    typer.echo(format_rows(run.rows, cfg.eval.ks, cfg.eval.num_negatives))
+    for target, uri in run.models.items():
+        typer.echo(f"model for {target}: {uri}")
+        if output is not None:
+            run.storage.download(f"models/{target}", output / target)
+            typer.echo(f"  copied to {output / target}")
 
 
 @app.command()

@@ -22,6 +22,7 @@ import logging
 import os
 import shutil
 import tempfile
+import time
 from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
@@ -58,6 +59,11 @@ class FaultSpec:
     def fire_if_due(self, stage: str, epoch: int, rank: int, step: int, steps: int) -> None:
         due = (stage, epoch, rank) == (self.stage, self.epoch, self.rank) and step == steps // 2
         if due and not self.marker.exists():
+            # Ray Train's controller collects reports every health-check interval (2 s by
+            # default); wait that long, as a worker dying halfway through a real (longer) epoch
+            # would, so the previous epoch's checkpoint is registered before the crash.
+            interval = float(os.environ.get("RAY_TRAIN_HEALTH_CHECK_INTERVAL_S", "2"))
+            time.sleep(2 * interval + 0.5)
             self.marker.parent.mkdir(parents=True, exist_ok=True)
             self.marker.write_text(f"worker rank={rank} exited at {stage} epoch {epoch}\n")
             logger.error("fault injection: rank=%d exits at stage=%s epoch=%d", rank, stage, epoch)

@@ -304,6 +304,11 @@ def _run_stage(
     with latest.as_directory() as directory:
         manifest = json.loads((Path(directory) / "stage.json").read_text())
     state = manifest["state"]
+    if not state["finished"]:
+        raise CrossRecError(
+            f"stage {stage} of {target!r} stopped after epoch {state['epoch']} without finishing "
+            "(interrupted?); rerun the same command to resume it"
+        )
     out = StageResult(
         target=target,
         stage=stage,
