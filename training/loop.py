@@ -141,7 +141,7 @@ class RayTrainContext(TrainContext):
         try:
             self.progress.put_nowait(event)
         except Exception:  # noqa: BLE001 - the display must never stop training
-            logger.debug("progress queue unavailable", exc_info=True)
+            logger.warning("progress queue unavailable", exc_info=True)
 
     def end_epoch(self, run: StageRun, record: dict[str, float]) -> None:
         import ray.train

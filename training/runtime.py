@@ -25,7 +25,8 @@ def ray_session(
 
     if not log_to_driver:
         # Ray's INFO lines (cluster start, Ray Data plans) drown the training progress.
-        logging.getLogger("ray").setLevel(logging.WARNING)
+        for name in ("ray", "ray.data", "ray.train"):
+            logging.getLogger(name).setLevel(logging.WARNING)
     started = False
     if not ray.is_initialized():
         kwargs: dict[str, Any] = {"log_to_driver": log_to_driver, "include_dashboard": False}
