@@ -226,16 +226,21 @@ def train(
     set_: SetOpt = None,
     name: Annotated[
         str | None,
-        typer.Option(help="Run name (default: the config file's name, else 'crossrec'). Rerunning "
-                     "with the same name resumes the run from its latest checkpoint."),
+        typer.Option(
+            help="Run name (default: the config file's name, else 'crossrec'). Rerunning "
+            "with the same name resumes the run from its latest checkpoint."
+        ),
     ] = None,
     address: Annotated[
         str | None,
-        typer.Option(help="Ray cluster: 'auto' or 'ray://HOST:10001' (default: train.ray_address, "
-                     "else a local Ray sized to this machine)."),
+        typer.Option(
+            help="Ray cluster: 'auto' or 'ray://HOST:10001' (default: train.ray_address, "
+            "else a local Ray sized to this machine)."
+        ),
     ] = None,
     num_workers: Annotated[
-        int | None, typer.Option("--num-workers", min=1, help="Ray Train workers (train.num_workers).")
+        int | None,
+        typer.Option("--num-workers", min=1, help="Ray Train workers (train.num_workers)."),
     ] = None,
     gpu: Annotated[
         bool, typer.Option("--gpu", help="One GPU per worker, NCCL (train.use_gpu=true).")
@@ -246,8 +251,12 @@ def train(
     ] = None,
     output: Annotated[
         Path | None,
-        typer.Option("--output", "-o", help="Also copy the final models to OUTPUT/<target domain>; "
-                     "with --local, where they are written (default checkpoints/crossrec)."),
+        typer.Option(
+            "--output",
+            "-o",
+            help="Also copy the final models to OUTPUT/<target domain>; "
+            "with --local, where they are written (default checkpoints/crossrec).",
+        ),
     ] = None,
     local: Annotated[
         bool, typer.Option("--local", help="Train in this process, without Ray.")

@@ -137,10 +137,14 @@ class EncoderConfig(_Section):
         description="Embedding cache; default $CROSSREC_CACHE_DIR or ~/.cache/crossrec.",
     )
     ray_min_items: int = Field(
-        50_000, ge=0, description="`crossrec train` encodes catalogues with at least this many "
+        50_000,
+        ge=0,
+        description="`crossrec train` encodes catalogues with at least this many "
         "uncached texts as a Ray Data job over an actor pool (0 = always).",
     )
-    ray_actors: int = Field(2, ge=1, description="Encoder actors of that job (one GPU each with --gpu).")
+    ray_actors: int = Field(
+        2, ge=1, description="Encoder actors of that job (one GPU each with --gpu)."
+    )
 
 
 class ModelConfig(_Section):
@@ -224,14 +228,19 @@ class TrainConfig(_Section):
         None, description="Ray accelerator type the workers need, e.g. 'H100' or 'A10G'."
     )
     max_failures: int = Field(
-        1, ge=-1, description="Worker-group restarts per stage from its latest checkpoint (-1 = no limit)."
+        1,
+        ge=-1,
+        description="Worker-group restarts per stage from its latest checkpoint (-1 = no limit).",
     )
     checkpoints_to_keep: int = Field(
-        2, ge=1, description="Stage checkpoints kept: the best by validation NDCG@10 (adapt) or the "
+        2,
+        ge=1,
+        description="Stage checkpoints kept: the best by validation NDCG@10 (adapt) or the "
         "newest (pretrain); the latest is always kept too.",
     )
     ray_address: str | None = Field(
-        None, description="'auto', 'ray://HOST:10001' or None to start a local Ray sized to the machine."
+        None,
+        description="'auto', 'ray://HOST:10001' or None to start a local Ray sized to the machine.",
     )
     storage_path: str = Field(
         "runs", description="Where runs live: a local folder or an s3:// / gs:// URI."

@@ -243,7 +243,7 @@ class StageObjective(nn.Module):
         self.wanted = torch.from_numpy(wanted).to(device)
         self.pool = pool.to(device)
 
-    def forward(  # type: ignore[override]
+    def forward(
         self,
         hist: torch.Tensor,
         targets: torch.Tensor,
@@ -372,8 +372,8 @@ class CrossRecTrainer:
             self.view, 10, "valid", domains=[self.target], shard=(ctx.rank, ctx.world_size)
         )
         self.model.invalidate_item_cache()
-        total, count = ctx.all_reduce_sum([total, float(count)])
-        return total / max(count, 1.0)
+        reduced = ctx.all_reduce_sum([total, float(count)])
+        return reduced[0] / max(reduced[1], 1.0)
 
     # ------------------------------------------------------------------ stages
     def _trainable(self, stage: str) -> list[nn.Parameter]:
@@ -547,7 +547,9 @@ class CrossRecTrainer:
         state.samples += int(record["samples"])
         state.train_seconds += record["train_seconds"]
         max_epochs = (
-            self.cfg.train.pretrain_max_epochs if run.stage == "pretrain" else self.cfg.train.max_epochs
+            self.cfg.train.pretrain_max_epochs
+            if run.stage == "pretrain"
+            else self.cfg.train.max_epochs
         )
         if self.keeps_last_epoch(run.stage):
             # Pretraining learns the source domain: it keeps its last epoch and stops when the

@@ -18,7 +18,6 @@ import torch
 from crossrec.config import EncoderConfig
 from crossrec.encoders.cache import EmbeddingCache, text_key
 from crossrec.encoders.text_encoder import encoder_settings_key
-
 from training.storage import RunStorage
 
 logger = logging.getLogger(__name__)

@@ -33,7 +33,6 @@ from crossrec.config import RUNTIME_TRAIN_FIELDS, CrossRecConfig
 from crossrec.data.splits import Split, make_split
 from crossrec.errors import ConfigError, CrossRecError
 from crossrec.evaluation import EvaluationRow
-
 from training.loop import FAULT_ENV
 from training.storage import RunStorage
 
@@ -178,7 +177,7 @@ class _ProgressPump:
             logger.debug("progress queue closed", exc_info=True)
         import ray
 
-        ray.kill(self.queue.actor)
+        ray.kill(self.queue.actor)  # type: ignore[arg-type]
 
 
 def run_training(
@@ -207,7 +206,6 @@ def _run(cfg: CrossRecConfig, name: str, on_event: EventCallback | None) -> Trai
     from crossrec.encoders.items import item_texts
     from crossrec.encoders.template import ItemTextTemplate
     from crossrec.experiments import target_domains_for
-
     from training.encoding import run_item_vectors
 
     storage = RunStorage(cfg.train.storage_path, name)
@@ -340,8 +338,10 @@ def _evaluate(
         task = ray.remote(evaluate_target).options(
             num_cpus=1, num_gpus=1 if cfg.train.use_gpu else 0, max_retries=1
         )
-        rows_json = ray.get(task.remote(cfg.model_dump(mode="json"), split_ref, target,
-                                        checkpoint, cfg.train.storage_path, storage.name))  # fmt: skip
+        pending = task.remote(cfg.model_dump(mode="json"), split_ref, target, checkpoint,
+                              cfg.train.storage_path, storage.name)  # fmt: skip
+        rows_json = ray.get(pending)
+        pump.emit({"event": "message", "message": f"evaluate[{target}] done"})
         marker = {"rows": rows_json, "model": storage.uri(f"models/{target}")}
         storage.write_json(_stage_marker(target, "evaluate"), marker)
     else:

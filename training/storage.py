@@ -44,8 +44,10 @@ class RunStorage:
         else:
             try:
                 self.fs, self.base = pafs.FileSystem.from_uri(storage_path.rstrip("/"))
-            except (pafs.ArrowInvalid, OSError, ValueError) as exc:  # type: ignore[attr-defined]
-                raise ConfigError("train.storage_path", f"cannot open {storage_path}: {exc}") from None
+            except (OSError, ValueError) as exc:  # pyarrow's ArrowInvalid is a ValueError
+                raise ConfigError(
+                    "train.storage_path", f"cannot open {storage_path}: {exc}"
+                ) from None
             self.base_uri = storage_path.rstrip("/")
         self.root = f"{self.base}/{name}"
 

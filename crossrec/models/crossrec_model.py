@@ -101,9 +101,9 @@ class CrossRecModel(nn.Module):
         texts = item_texts(dataset, template)
         if text_vectors is None:
             encoder = encoder or TextEncoder.from_config(cfg.encoder)
+            cache_dir = Path(cfg.encoder.cache_dir).expanduser() if cfg.encoder.cache_dir else None
             text_vectors = encode_texts_cached(
-                encoder, texts, template.key(),
-                cache_dir=Path(cfg.encoder.cache_dir).expanduser() if cfg.encoder.cache_dir else None,
+                encoder, texts, template.key(), cache_dir=cache_dir,
                 batch_size=cfg.encoder.batch_size, progress="encoding items",
             )  # fmt: skip
         elif text_vectors.shape[0] != len(texts):
