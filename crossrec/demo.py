@@ -52,9 +52,9 @@ def run_demo(cfg: CrossRecConfig, echo: Callable[[str], None] = print) -> list[E
 
     run = run_models(cfg, BASELINES, dataset, split=split, on_model_done=done)
 
-    workers = cfg.train.num_workers
-    echo(f"[4/{total}] training crossrec-transfer on Ray Train ({workers} workers): pretrain on "
-         f"{', '.join(dataset.domains[:-1])}, adapt to {', '.join(split.target_domains)}")  # fmt: skip
+    sources, targets = ", ".join(dataset.domains[:-1]), ", ".join(split.target_domains)
+    echo(f"[4/{total}] training crossrec-transfer on Ray Train ({cfg.train.num_workers} workers): "
+         f"pretrain on {sources}, adapt to {targets}")  # fmt: skip
     run.rows.extend(_train_on_ray(cfg, echo))
 
     echo(f"[5/{total}] results (test cases)")

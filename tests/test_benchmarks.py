@@ -45,3 +45,31 @@ def test_bad_override_is_an_error(capsys: pytest.CaptureFixture[str]) -> None:
     code = _quality().main(["--dataset", "synthetic", "--set", "train.lr=-3"])
     assert code == 2
     assert "train.lr" in capsys.readouterr().err
+
+
+def _module(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
+    assert spec is not None
+    assert spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_train_scaling_writes_plain_loop_rows(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "scaling.json"
+    code = _module("train_scaling").main(
+        ["--quick", "--workers", "", "--json", str(out), "--set", "data.synthetic.num_users=150",
+         "--set", "train.pretrain_max_epochs=1", "--set", "train.max_epochs=1"]
+    )  # fmt: skip
+    assert code == 0
+    rows = json.loads(out.read_text())["rows"]
+    plain = next(r for r in rows if r["runner"] == "plain-pytorch")
+    assert plain["workers"] == 1
+    assert plain["device"] == "cpu"
+    assert plain["mode"] == "frozen"
+    assert plain["samples"] > 0
+    assert plain["samples_per_s"] > 0
+    assert "| plain-pytorch | 1 | cpu | frozen |" in capsys.readouterr().out

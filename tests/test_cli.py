@@ -7,6 +7,7 @@ import pytest
 from typer.testing import CliRunner
 
 from crossrec.cli import app
+from crossrec.errors import ConfigError
 
 from .conftest import write
 from .test_loaders_core import make_llmcdsr
@@ -104,15 +105,42 @@ def test_evaluate_rejects_unknown_baseline_and_protocol() -> None:
     assert "--protocol 'uniform'" in result.output
 
 
-def test_demo_runs_on_a_small_world() -> None:
+@pytest.mark.integration
+def test_demo_runs_on_a_small_world(tmp_path: Path) -> None:
     result = runner.invoke(
         app,
-        ["demo", "--set", "data.synthetic.num_users=200", "--set", "train.max_epochs=2"],
-    )
+        ["demo", "--set", "data.synthetic.num_users=200", "--set", "train.max_epochs=2",
+         "--set", "train.pretrain_max_epochs=2", "--set", f"train.storage_path={tmp_path}"],
+    )  # fmt: skip
     assert result.exit_code == 0, result.output
     for name in ("popularity", "itemknn", "sasrec", "text-zero-shot", "crossrec-transfer"):
         assert f"| {name} |" in result.output
+    assert "on Ray Train (2 workers)" in result.output
+    assert "adapt[films] epoch 1:" in result.output
     assert "demo finished" in result.output
+    (model_dir,) = tmp_path.glob("demo-*/models/films")
+    assert (model_dir / "manifest.json").is_file()
+
+
+def test_train_rejects_a_run_name_that_is_not_a_folder_name(tmp_path: Path) -> None:
+    result = runner.invoke(
+        app, ["train", "--name", "a/b", "--storage", str(tmp_path), "--num-workers", "1"]
+    )
+    assert result.exit_code == 2
+    assert "error: --name: run name must be a plain folder name" in result.output
+
+
+def test_train_refuses_to_resume_a_run_with_another_config(tmp_path: Path) -> None:
+    from crossrec.config import load_config
+    from training.pipeline import _check_run_config
+    from training.storage import RunStorage
+
+    storage = RunStorage(str(tmp_path), "nightly")
+    assert _check_run_config(storage, load_config(None, ["train.num_workers=2"])) is False
+    # Where it runs may change between attempts; what it computes may not.
+    assert _check_run_config(storage, load_config(None, ["train.num_workers=4"])) is True
+    with pytest.raises(ConfigError, match="differs in train.lr"):
+        _check_run_config(storage, load_config(None, ["train.lr=0.01"]))
 
 
 def test_import_crossrec_stays_light() -> None:

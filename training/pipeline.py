@@ -195,11 +195,12 @@ def run_training(
     """
     from training.runtime import ray_session
 
+    storage = RunStorage(cfg.train.storage_path, name)  # a bad name fails before Ray starts
     with ray_session(cfg.train.ray_address, log_to_driver=log_to_driver):
-        return _run(cfg, name, on_event)
+        return _run(cfg, storage, on_event)
 
 
-def _run(cfg: CrossRecConfig, name: str, on_event: EventCallback | None) -> TrainingRun:
+def _run(cfg: CrossRecConfig, storage: RunStorage, on_event: EventCallback | None) -> TrainingRun:
     import ray
 
     from crossrec.data.loaders import load_dataset
@@ -208,7 +209,7 @@ def _run(cfg: CrossRecConfig, name: str, on_event: EventCallback | None) -> Trai
     from crossrec.experiments import target_domains_for
     from training.encoding import run_item_vectors
 
-    storage = RunStorage(cfg.train.storage_path, name)
+    name = storage.name
     resuming = _check_run_config(storage, cfg)
     emit = on_event or (lambda event: None)
     emit({"event": "message", "message": f"run {name!r} at {storage.uri()}"
