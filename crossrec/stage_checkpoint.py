@@ -81,20 +81,8 @@ def read_stage_manifest(directory: Path) -> dict[str, Any]:
 
 def load_model_weights(directory: Path, trainer: CrossRecTrainer) -> None:
     """Loads the ``model/`` weights of a stage checkpoint into the trainer's model."""
-    weights = load_file(str(directory / MODEL_DIR / "model.safetensors"))
-    model = trainer.model
-    device = model.device
-    missing, unexpected = model.load_state_dict(
-        {k: v.to(device) for k, v in weights.items()}, strict=False
-    )
-    if model.item_tower.mode == "lora":
-        missing = [k for k in missing if ".encoder." not in k or "lora_" in k]
-    if missing or unexpected:
-        raise CrossRecError(
-            f"stage checkpoint {directory} does not match the model: missing {missing[:5]}, "
-            f"unexpected {unexpected[:5]}"
-        )
-    model.invalidate_item_cache()
+    source = directory / MODEL_DIR
+    trainer.model.load_weights(load_file(str(source / "model.safetensors")), source)
 
 
 def restore_stage(directory: Path, trainer: CrossRecTrainer, run: StageRun) -> None:

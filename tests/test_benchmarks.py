@@ -10,13 +10,17 @@ import pytest
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def _quality() -> ModuleType:
-    spec = importlib.util.spec_from_file_location("quality", ROOT / "benchmarks" / "quality.py")
+def _module(name: str) -> ModuleType:
+    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
     assert spec is not None
     assert spec.loader is not None
     module = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(module)
     return module
+
+
+def _quality() -> ModuleType:
+    return _module("quality")
 
 
 def test_real_dataset_skipped_without_data(
@@ -45,15 +49,6 @@ def test_bad_override_is_an_error(capsys: pytest.CaptureFixture[str]) -> None:
     code = _quality().main(["--dataset", "synthetic", "--set", "train.lr=-3"])
     assert code == 2
     assert "train.lr" in capsys.readouterr().err
-
-
-def _module(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, ROOT / "benchmarks" / f"{name}.py")
-    assert spec is not None
-    assert spec.loader is not None
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_train_scaling_writes_plain_loop_rows(

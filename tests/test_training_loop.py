@@ -55,6 +55,17 @@ def _trainer(split: Split, cfg: CrossRecConfig) -> CrossRecTrainer:
     return CrossRecTrainer(model, split, cfg, "films")
 
 
+def _one_epoch(
+    split: Split, cfg: CrossRecConfig, root: Path
+) -> tuple[CrossRecTrainer, CheckpointingContext]:
+    """A trainer after one checkpointed epoch of ``adapt``."""
+    trainer = _trainer(split, with_overrides(cfg, ["train.max_epochs=1"]))
+    ctx = CheckpointingContext(root)
+    ctx.trainer = trainer
+    trainer.run_stage("adapt", ctx)
+    return trainer, ctx
+
+
 @pytest.fixture
 def cfg(small_config: CrossRecConfig) -> CrossRecConfig:
     return with_overrides(small_config, FAST)
@@ -92,11 +103,7 @@ def test_interrupted_stage_resumes_where_it_stopped(
 def test_stage_checkpoint_model_is_a_loadable_checkpoint(
     small_split: Split, cfg: CrossRecConfig, tmp_path: Path
 ) -> None:
-    trainer = _trainer(small_split, cfg.model_copy(update={"train": cfg.train.model_copy(
-        update={"max_epochs": 1})}))  # fmt: skip
-    ctx = CheckpointingContext(tmp_path)
-    ctx.trainer = trainer
-    trainer.run_stage("adapt", ctx)
+    trainer, ctx = _one_epoch(small_split, cfg, tmp_path)
     loaded = CrossRecModel.from_pretrained(ctx.saved[-1] / "model")
     assert loaded.stage == "adapt"
     assert "adapt_valid_ndcg@10" in loaded.metrics
@@ -107,11 +114,7 @@ def test_stage_checkpoint_model_is_a_loadable_checkpoint(
 def test_resuming_the_wrong_stage_is_refused(
     small_split: Split, cfg: CrossRecConfig, tmp_path: Path
 ) -> None:
-    trainer = _trainer(small_split, cfg.model_copy(update={"train": cfg.train.model_copy(
-        update={"max_epochs": 1})}))  # fmt: skip
-    ctx = CheckpointingContext(tmp_path)
-    ctx.trainer = trainer
-    trainer.run_stage("adapt", ctx)
+    trainer, ctx = _one_epoch(small_split, cfg, tmp_path)
     with pytest.raises(CrossRecError, match="stage 'adapt'"):
         trainer.start_stage("pretrain", resume_from=ctx.saved[-1])
 

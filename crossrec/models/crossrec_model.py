@@ -294,6 +294,22 @@ class CrossRecModel(nn.Module):
         (out / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
         return out
 
+    def load_weights(self, weights: dict[str, torch.Tensor], source: str | Path) -> None:
+        """Loads weights saved by :meth:`save_pretrained` (from ``source``, for errors) onto
+        this model's device."""
+        missing, unexpected = self.load_state_dict(
+            {k: v.to(self.device) for k, v in weights.items()}, strict=False
+        )
+        if self.item_tower.mode == "lora":
+            # Base encoder weights come from encoder.model; the LoRA weights must be present.
+            missing = [k for k in missing if ".encoder." not in k or "lora_" in k]
+        if missing or unexpected:
+            raise CrossRecError(
+                f"checkpoint {source} does not match the model: missing {missing[:5]}, "
+                f"unexpected {unexpected[:5]}"
+            )
+        self.invalidate_item_cache()
+
     @classmethod
     def from_pretrained(
         cls, directory: str | Path, encoder: TextEncoder | None = None
@@ -317,15 +333,7 @@ class CrossRecModel(nn.Module):
             encoder = TextEncoder.from_config(cfg.encoder)
         model = cls(cfg, manifest["domains"], keys, texts, weights["item_tower.text_vectors"],
                     encoder=encoder)  # fmt: skip
-        missing, unexpected = model.load_state_dict(weights, strict=False)
-        if cfg.model.item_mode == "lora":
-            # Base encoder weights come from encoder.model; the LoRA weights must be present.
-            missing = [k for k in missing if ".encoder." not in k or "lora_" in k]
-        if missing or unexpected:
-            raise CrossRecError(
-                f"checkpoint {src} does not match the model: missing {missing[:5]}, "
-                f"unexpected {unexpected[:5]}"
-            )
+        model.load_weights(weights, src)
         model.stage = manifest.get("stage", "unknown")
         model.target_domain = manifest.get("target_domain")
         model.split_targets = list(manifest.get("split_targets") or [])
