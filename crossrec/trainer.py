@@ -133,17 +133,23 @@ class StageState:
     history: list[dict[str, float]] = field(default_factory=list)
 
     def to_json(self) -> dict[str, Any]:
-        return {k: _json_number(v) for k, v in self.__dict__.items()}
+        data: dict[str, Any] = json_safe(self.__dict__)
+        return data
 
     @classmethod
     def from_json(cls, data: dict[str, Any]) -> StageState:
         return cls(**{k: _from_json_number(v) for k, v in data.items()})
 
 
-def _json_number(value: Any) -> Any:
-    """JSON has no NaN / infinity: they are written as strings."""
+def json_safe(value: Any) -> Any:
+    """``value`` with every non-finite float (JSON has no NaN / infinity) written as a string,
+    in nested dicts and lists too."""
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
+    if isinstance(value, dict):
+        return {k: json_safe(v) for k, v in value.items()}
+    if isinstance(value, list):
+        return [json_safe(v) for v in value]
     return value
 
 

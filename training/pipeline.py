@@ -33,6 +33,8 @@ from crossrec.config import RUNTIME_TRAIN_FIELDS, CrossRecConfig
 from crossrec.data.splits import Split, make_split
 from crossrec.errors import ConfigError, CrossRecError
 from crossrec.evaluation import EvaluationRow
+from crossrec.stage_checkpoint import STAGE_FILE
+from crossrec.trainer import json_safe
 from training.loop import FAULT_ENV
 from training.storage import RunStorage
 
@@ -57,9 +59,9 @@ class StageResult:
     reused: bool = False
 
     def to_json(self) -> dict[str, Any]:
-        data = dict(self.__dict__)
-        data.pop("reused")
-        return json.loads(json.dumps(data, default=str).replace("NaN", '"nan"'))
+        data = {k: v for k, v in self.__dict__.items() if k != "reused"}
+        out: dict[str, Any] = json_safe(data)
+        return out
 
 
 @dataclass
@@ -300,8 +302,9 @@ def _run_stage(
     kept = latest
     if keep_best and result.best_checkpoints:
         kept = max(result.best_checkpoints, key=lambda pair: pair[1].get(SCORE_METRIC, -1.0))[0]
-    with latest.as_directory() as directory:
-        manifest = json.loads((Path(directory) / "stage.json").read_text())
+    # Only the small stage manifest is read: no download of the checkpoint's weights.
+    with latest.filesystem.open_input_stream(f"{latest.path}/{STAGE_FILE}") as handle:
+        manifest = json.loads(handle.read().decode("utf-8"))
     state = manifest["state"]
     if not state["finished"]:
         raise CrossRecError(
