@@ -73,3 +73,55 @@ class EncoderError(CrossRecError):
 
 class EvaluationError(CrossRecError):
     """An evaluation cannot be run as asked (no test cases, unknown domain, bad scores)."""
+
+
+class EventError(CrossRecError):
+    """An event cannot be accepted (bad JSON, missing or ill-typed field, unknown domain, too
+    large). Carries where the event came from, so a dead-letter record can name it.
+
+    Args:
+        reason: what was wrong, naming the JSON field when there is one.
+        topic, partition, offset: the Kafka record the event came from, when it came from one.
+        source: another origin (``events.jsonl:12``), when not from Kafka.
+    """
+
+    def __init__(
+        self,
+        reason: str,
+        topic: str | None = None,
+        partition: int | None = None,
+        offset: int | None = None,
+        source: str | None = None,
+    ) -> None:
+        self.reason = reason
+        self.topic = topic
+        self.partition = partition
+        self.offset = offset
+        self.source = source
+        if topic is not None:
+            where = f"{topic}[{partition}] offset {offset}: "
+        elif source is not None:
+            where = f"{source}: "
+        else:
+            where = ""
+        super().__init__(f"{where}{reason}")
+
+    def __reduce__(
+        self,
+    ) -> tuple[type[EventError], tuple[str, str | None, int | None, int | None, str | None]]:
+        return (
+            type(self),
+            (self.reason, self.topic, self.partition, self.offset, self.source),
+        )
+
+
+class FeatureStoreError(CrossRecError):
+    """The feature store (Redis) cannot be reached or refused an operation after retries."""
+
+
+class StreamError(CrossRecError):
+    """The event stream (Kafka) cannot be reached or refused an operation."""
+
+
+class EmbeddedServiceError(CrossRecError):
+    """An embedded service (redis-server, the Kafka-protocol broker) cannot be started."""
