@@ -262,21 +262,122 @@ class ServeConfig(_Section):
     api_key: str | None = Field(None, description="Required on write endpoints when set.")
 
 
+EventTypeName = Literal["view", "click", "purchase", "rating"]
+
+
+class UpdatesConfig(_Section):
+    """When written users get their vectors recomputed (the update trigger)."""
+
+    mode: Literal["immediate", "debounce"] = Field(
+        "immediate",
+        description="immediate: right after each batch is written; debounce: once a user has "
+        "been quiet for `debounce_s` (fewer recomputes for bursty users).",
+    )
+    debounce_s: float = Field(0.5, ge=0.0, description="Quiet time before a recompute (debounce).")
+    max_batch: int = Field(256, ge=1, description="Users recomputed in one model call.")
+    model_check_s: float = Field(
+        5.0, gt=0.0, description="How often workers look for a new current model version."
+    )
+
+
 class StreamConfig(_Section):
+    """Kafka consumer workers (kafka-python). Security settings pass through to the client."""
+
     bootstrap_servers: str | None = Field(
         None, description="Kafka brokers; None starts the embedded Kafka-protocol broker."
     )
-    topic: str = "crossrec-events"
-    dead_letter_topic: str = "crossrec-events-dlq"
-    group_id: str = "crossrec-stream"
-    batch_size: int = Field(500, ge=1)
+    topic: str = Field("crossrec-events", min_length=1, description="Topic of user events.")
+    dead_letter_topic: str = Field(
+        "crossrec-events-dlq", min_length=1, description="Where invalid events go, with reason."
+    )
+    group_id: str = Field("crossrec-stream", min_length=1, description="Consumer group.")
+    partitions: int = Field(
+        4, ge=1, description="Partitions of the topics the embedded broker creates."
+    )
+    batch_size: int = Field(500, ge=1, description="Most records one poll returns.")
+    poll_timeout_ms: int = Field(500, ge=1, description="How long one poll waits for records.")
+    domains: list[str] | None = Field(
+        None,
+        description="Domains an event may name; None: the current model's domains (then a "
+        "model must be published).",
+    )
+    max_event_bytes: int = Field(65536, ge=64, description="Larger records go to the DLQ.")
+    max_future_skew_s: float = Field(
+        300.0, ge=0.0, description="Events stamped further in the future go to the DLQ."
+    )
+    api_version: str | None = Field(
+        None, description="Kafka protocol version for kafka-python ('2.1'); None: auto-detect."
+    )
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    sasl_mechanism: str | None = Field(None, description="PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, …")
+    sasl_username: str | None = None
+    sasl_password: str | None = Field(None, description="Prefer CROSSREC_KAFKA_PASSWORD.")
+    ssl_cafile: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    ssl_check_hostname: bool = True
+    client_options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Extra kafka-python settings passed to consumer and producer as they are.",
+    )
+    backoff_s: float = Field(0.2, gt=0.0, description="First retry delay when Redis fails.")
+    max_backoff_s: float = Field(10.0, gt=0.0, description="Longest retry delay.")
+    workers: int = Field(1, ge=1, description="Consumer workers `crossrec stream` starts.")
+    worker_num_cpus: float = Field(0.5, gt=0.0, description="CPUs a Ray worker actor asks for.")
+    metrics_port: int | None = Field(
+        None,
+        ge=0,
+        le=65535,
+        description="Prometheus /metrics port of worker 0 (worker i: port + i); None: off.",
+    )
+    lag_interval_s: float = Field(5.0, gt=0.0, description="How often consumer lag is read.")
+    updates: UpdatesConfig = Field(default_factory=UpdatesConfig)
+
+    @model_validator(mode="after")
+    def _check(self) -> StreamConfig:
+        if self.topic == self.dead_letter_topic:
+            raise ValueError("dead_letter_topic must differ from topic")
+        if self.sasl_mechanism and not self.security_protocol.startswith("SASL"):
+            raise ValueError("sasl_mechanism needs security_protocol SASL_PLAINTEXT or SASL_SSL")
+        if self.backoff_s > self.max_backoff_s:
+            raise ValueError("backoff_s must not exceed max_backoff_s")
+        return self
 
 
 class FeatureStoreConfig(_Section):
-    url: str | None = Field(None, description="redis://...; None starts an embedded redis-server.")
-    key_prefix: str = Field("crossrec", min_length=1)
-    history_length: int = Field(50, ge=1)
-    dedupe_ttl_s: int = Field(7 * 24 * 3600, ge=1)
+    """The Redis feature store. Every key starts with `key_prefix`; per-user keys carry the
+    user id as a hash tag, so one user's keys share a Redis Cluster slot."""
+
+    url: str | None = Field(
+        None, description="redis://[user:pass@]host:port/db or rediss:// (TLS); None: embedded."
+    )
+    cluster: bool = Field(False, description="Connect as a Redis Cluster client.")
+    password: str | None = Field(
+        None, description="Overrides the URL's; prefer CROSSREC_REDIS_PASSWORD."
+    )
+    tls: bool = Field(False, description="TLS even for a redis:// URL.")
+    ssl_ca_certs: str | None = None
+    ssl_certfile: str | None = None
+    ssl_keyfile: str | None = None
+    key_prefix: str = Field("crossrec", min_length=1, pattern=r"^[A-Za-z0-9_.:-]+$")
+    history_length: int = Field(50, ge=1, description="Events kept per user and domain.")
+    dedupe_ttl_s: int = Field(
+        7 * 24 * 3600, ge=1, description="How long an event id is remembered (replay window)."
+    )
+    popularity_half_life_s: float = Field(
+        7 * 24 * 3600.0, gt=0.0, description="Popularity halves over this time."
+    )
+    popularity_weights: dict[EventTypeName, float] = Field(
+        default_factory=lambda: {"view": 1.0, "click": 1.0, "purchase": 3.0, "rating": 1.0},  # type: ignore[arg-type]
+        description="What one event of each type adds to its item's popularity.",
+    )
+    socket_timeout_s: float = Field(5.0, gt=0.0)
+    connect_timeout_s: float = Field(5.0, gt=0.0)
+    max_connections: int = Field(32, ge=1, description="Connection pool size.")
+    retries: int = Field(3, ge=0, description="Retries of a failed command (with backoff).")
+    embedded_dir: str | None = Field(
+        None, description="Data folder of the embedded redis-server; None: a temporary one."
+    )
 
 
 class EvalConfig(_Section):

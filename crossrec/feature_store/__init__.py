@@ -1,0 +1,21 @@
+"""Online feature store: per-user histories and vectors, popularity, model version."""
+
+from crossrec.feature_store.base import (
+    FeatureStore,
+    HistoryEntry,
+    ModelPointer,
+    NewItem,
+    UserVector,
+    WriteResult,
+)
+from crossrec.feature_store.redis_store import RedisFeatureStore
+
+__all__ = [
+    "FeatureStore",
+    "HistoryEntry",
+    "ModelPointer",
+    "NewItem",
+    "RedisFeatureStore",
+    "UserVector",
+    "WriteResult",
+]

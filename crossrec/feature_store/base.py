@@ -1,0 +1,158 @@
+"""The feature store interface: what the stream writes and serving reads.
+
+Writes are idempotent by ``event_id``: writing the same batch twice (a replay after a crash)
+changes nothing the second time, so at-least-once delivery from Kafka counts every event once.
+"""
+
+from __future__ import annotations
+
+import abc
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from crossrec.stream.events import Event
+
+
+@dataclass(frozen=True)
+class HistoryEntry:
+    """One stored interaction of a user (oldest first in a history)."""
+
+    event_id: str
+    item_id: str
+    domain: str
+    event_type: str
+    timestamp: float
+    value: float | None = None
+
+
+@dataclass(frozen=True)
+class UserVector:
+    """A user's vector for one target domain, with what made it.
+
+    Args:
+        seq: the user's event counter when the history it was computed from was read; a vector
+            from an older history never overwrites a newer one.
+    """
+
+    user_id: str
+    domain: str
+    vector: np.ndarray
+    model_version: str
+    updated_at: float
+    seq: int
+
+
+@dataclass(frozen=True)
+class ModelPointer:
+    """The current model version and where its checkpoint lives."""
+
+    version: str
+    uri: str
+    published_at: float
+
+
+@dataclass
+class WriteResult:
+    """What one batch write did: new events stored, duplicates ignored, users touched."""
+
+    written: int = 0
+    duplicates: int = 0
+    users: list[str] = field(default_factory=list)
+
+
+@dataclass(frozen=True)
+class NewItem:
+    """An item to be added to a serving index: its text and encoder output."""
+
+    domain: str
+    item_id: str
+    text: str
+    text_vector: np.ndarray
+    model_version: str
+
+
+class FeatureStore(abc.ABC):
+    """Online user state. See :class:`crossrec.feature_store.RedisFeatureStore`."""
+
+    # ---------------------------------------------------------------- events
+    @abc.abstractmethod
+    def write_events(self, events: Sequence[Event], now: float | None = None) -> WriteResult:
+        """Stores a batch atomically per user and idempotently by ``event_id``: histories,
+        popularity, the dedupe set, and marks every user of the batch dirty."""
+
+    @abc.abstractmethod
+    def history(self, user_id: str, domain: str) -> list[HistoryEntry]:
+        """One domain's capped history, oldest first."""
+
+    @abc.abstractmethod
+    def histories(
+        self, user_ids: Sequence[str], domains: Sequence[str]
+    ) -> dict[str, tuple[int, list[HistoryEntry]]]:
+        """Each user's event counter and history across ``domains``, merged by time."""
+
+    @abc.abstractmethod
+    def popularity(self, domain: str, k: int, now: float | None = None) -> list[tuple[str, float]]:
+        """Top ``k`` items of ``domain`` by time-decayed popularity, as of ``now``."""
+
+    # ---------------------------------------------------------------- vectors
+    @abc.abstractmethod
+    def write_user_vectors(self, vectors: Sequence[UserVector]) -> int:
+        """Stores vectors unless a newer one (higher ``seq``) is there; returns how many."""
+
+    @abc.abstractmethod
+    def user_vector(self, user_id: str, domain: str) -> UserVector | None: ...
+
+    # ---------------------------------------------------------------- dirty users
+    @abc.abstractmethod
+    def dirty_users(self, limit: int, quiet_for_s: float = 0.0) -> list[tuple[str, float]]:
+        """Up to ``limit`` users marked dirty at least ``quiet_for_s`` ago, with their marks."""
+
+    @abc.abstractmethod
+    def clear_dirty(self, claims: Sequence[tuple[str, float]]) -> int:
+        """Unmarks users whose mark is still the claimed one (a newer mark stays)."""
+
+    # ---------------------------------------------------------------- model and items
+    @abc.abstractmethod
+    def current_model(self) -> ModelPointer | None: ...
+
+    @abc.abstractmethod
+    def set_current_model(self, pointer: ModelPointer) -> None: ...
+
+    @abc.abstractmethod
+    def put_item_texts(self, domain: str, texts: dict[str, str]) -> None:
+        """Texts of items (for items the model has not seen; written by the API)."""
+
+    @abc.abstractmethod
+    def item_texts(self, domain: str, item_ids: Sequence[str]) -> dict[str, str]: ...
+
+    @abc.abstractmethod
+    def mark_items_pending(self, domain: str, item_ids: Sequence[str]) -> None:
+        """Items seen in events whose text is not known yet."""
+
+    @abc.abstractmethod
+    def pending_items(self, domain: str) -> set[str]: ...
+
+    @abc.abstractmethod
+    def queue_new_items(self, items: Sequence[NewItem]) -> None:
+        """Encoded new items for serving replicas to add to their item index."""
+
+    @abc.abstractmethod
+    def new_items(
+        self, domain: str, after: str = "0", count: int = 1000
+    ) -> list[tuple[str, NewItem]]:
+        """Queued new items after stream id ``after``, with their ids."""
+
+    # ---------------------------------------------------------------- lifecycle
+    @abc.abstractmethod
+    def ping(self) -> bool: ...
+
+    @abc.abstractmethod
+    def close(self) -> None: ...
+
+    def __enter__(self) -> FeatureStore:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()

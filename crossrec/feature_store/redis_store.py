@@ -1,0 +1,476 @@
+"""`RedisFeatureStore`: the feature store on Redis (a server, or a Redis Cluster).
+
+Keys, all under ``feature_store.key_prefix`` (``P``); ``{…}`` is the Redis Cluster hash tag, so a
+user's keys share one slot and one Lua script can update them atomically:
+
+=============================  ==========================================================
+``P:u:{U}:h:<domain>``          ZSET, the capped history (member: JSON entry, score: time)
+``P:u:{U}:seen``                ZSET, event ids written for U (score: arrival; TTL-trimmed)
+``P:u:{U}:seq``                 INT, how many events of U were written
+``P:u:{U}:v:<domain>``          HASH, user vector (float32), model version, time, seq
+``P:pop:{D}:z`` / ``:t0``       ZSET of decayed popularity and its reference time
+``P:pop:{D}:seen``              ZSET, event ids counted in D's popularity
+``P:{dirty}``                   ZSET, users waiting for a vector refresh (score: last mark)
+``P:model:current``             JSON pointer to the current model version
+``P:items:{D}:text``            HASH, texts of items the model has not seen
+``P:items:{D}:pending``         SET, items seen in events whose text is not known yet
+``P:items:{D}:new``             STREAM, encoded new items for serving indexes
+=============================  ==========================================================
+
+A batch is written as one pipeline of Lua scripts: one per user (dedupe, history, cap,
+counter) and one per domain (dedupe, decayed popularity). Each script is atomic and idempotent
+on its own, so a pipeline cut short by a failure is simply written again.
+
+Example:
+    >>> store = RedisFeatureStore.from_config(cfg.feature_store)
+    >>> store.write_events(events).written
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import time
+from collections import defaultdict
+from collections.abc import Callable, Sequence
+from typing import Any, TypeVar
+
+import numpy as np
+import redis
+from redis.backoff import ExponentialWithJitterBackoff
+from redis.retry import Retry
+
+from crossrec.config import FeatureStoreConfig
+from crossrec.errors import FeatureStoreError
+from crossrec.feature_store.base import (
+    FeatureStore,
+    HistoryEntry,
+    ModelPointer,
+    NewItem,
+    UserVector,
+    WriteResult,
+)
+from crossrec.stream.events import Event
+
+logger = logging.getLogger(__name__)
+T = TypeVar("T")
+
+# KEYS: seen, seq, history keys...; ARGV: now, ttl, cap, then (event_id, key index, ts, member)*
+_WRITE_USER = """
+local now = tonumber(ARGV[1])
+local ttl = tonumber(ARGV[2])
+local cap = tonumber(ARGV[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - ttl)
+local new = 0
+local touched = {}
+for i = 4, #ARGV, 4 do
+  if redis.call('ZADD', KEYS[1], 'NX', now, ARGV[i]) == 1 then
+    local k = tonumber(ARGV[i + 1])
+    redis.call('ZADD', KEYS[k], ARGV[i + 2], ARGV[i + 3])
+    touched[k] = true
+    new = new + 1
+  end
+end
+for k, _ in pairs(touched) do
+  redis.call('ZREMRANGEBYRANK', KEYS[k], 0, -(cap + 1))
+end
+if new > 0 then redis.call('INCRBY', KEYS[2], new) end
+redis.call('EXPIRE', KEYS[1], ttl)
+return new
+"""
+
+# KEYS: seen, scores, t0; ARGV: now, ttl, half_life, then (event_id, item, ts, weight)*.
+# Scores are kept relative to the reference time t0 (weight * 2^((ts - t0) / half_life)) so an
+# event never needs updating as time passes; reads scale by 2^((t0 - now) / half_life). When the
+# exponent grows large, everything is rescaled to a new reference.
+_WRITE_POPULARITY = """
+local now = tonumber(ARGV[1])
+local ttl = tonumber(ARGV[2])
+local hl = tonumber(ARGV[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - ttl)
+local t0 = tonumber(redis.call('GET', KEYS[3]))
+if not t0 then
+  t0 = now
+  redis.call('SET', KEYS[3], ARGV[1])
+end
+local new = 0
+for i = 4, #ARGV, 4 do
+  if redis.call('ZADD', KEYS[1], 'NX', now, ARGV[i]) == 1 then
+    local ts = tonumber(ARGV[i + 2])
+    local e = (ts - t0) / hl
+    if e > 256 then
+      local rows = redis.call('ZRANGE', KEYS[2], 0, -1, 'WITHSCORES')
+      local f = 2 ^ (-e)
+      for j = 1, #rows, 2 do
+        redis.call('ZADD', KEYS[2], tonumber(rows[j + 1]) * f, rows[j])
+      end
+      t0 = ts
+      redis.call('SET', KEYS[3], ARGV[i + 2])
+      e = 0
+    end
+    redis.call('ZINCRBY', KEYS[2], tonumber(ARGV[i + 3]) * 2 ^ e, ARGV[i + 1])
+    new = new + 1
+  end
+end
+redis.call('EXPIRE', KEYS[1], ttl)
+return new
+"""
+
+# KEYS: vector hash; ARGV: seq, vector, model_version, updated_at
+_WRITE_VECTOR = """
+local cur = tonumber(redis.call('HGET', KEYS[1], 'seq'))
+if cur and cur > tonumber(ARGV[1]) then return 0 end
+redis.call('HSET', KEYS[1], 'seq', ARGV[1], 'vector', ARGV[2], 'model_version', ARGV[3],
+           'updated_at', ARGV[4])
+return 1
+"""
+
+# KEYS: dirty; ARGV: (user, claimed mark)*
+_CLEAR_DIRTY = """
+local n = 0
+for i = 1, #ARGV, 2 do
+  local cur = redis.call('ZSCORE', KEYS[1], ARGV[i])
+  if cur and tonumber(cur) <= tonumber(ARGV[i + 1]) then
+    redis.call('ZREM', KEYS[1], ARGV[i])
+    n = n + 1
+  end
+end
+return n
+"""
+
+
+def _text(value: bytes | str | None) -> str | None:
+    if value is None:
+        return None
+    return value.decode("utf-8") if isinstance(value, bytes) else value
+
+
+class RedisFeatureStore(FeatureStore):
+    """The feature store on Redis.
+
+    Args:
+        client: a ``redis.Redis`` or ``redis.cluster.RedisCluster`` (``decode_responses=False``).
+        cfg: key prefix, history length, TTLs, popularity settings.
+    """
+
+    def __init__(self, client: Any, cfg: FeatureStoreConfig) -> None:
+        self.client = client
+        self.cfg = cfg
+        self.prefix = cfg.key_prefix
+        self._write_user = client.register_script(_WRITE_USER)
+        self._write_popularity = client.register_script(_WRITE_POPULARITY)
+        self._write_vector = client.register_script(_WRITE_VECTOR)
+        self._clear_dirty = client.register_script(_CLEAR_DIRTY)
+
+    @classmethod
+    def from_config(cls, cfg: FeatureStoreConfig, url: str | None = None) -> RedisFeatureStore:
+        """Connects to ``url`` (default ``cfg.url``) with pooling, timeouts, retries with
+        exponential backoff and jitter, TLS and password settings from ``cfg``. The password may
+        also come from ``CROSSREC_REDIS_PASSWORD``."""
+        url = url or cfg.url
+        if not url:
+            raise FeatureStoreError(
+                "feature_store.url is not set (crossrec.embedded starts a local redis-server)"
+            )
+        if cfg.tls and url.startswith("redis://"):
+            url = "rediss://" + url.removeprefix("redis://")
+        kwargs: dict[str, Any] = {
+            "socket_timeout": cfg.socket_timeout_s,
+            "socket_connect_timeout": cfg.connect_timeout_s,
+            "retry": Retry(ExponentialWithJitterBackoff(cap=2.0, base=0.05), cfg.retries),
+            "retry_on_error": [redis.exceptions.ConnectionError, redis.exceptions.TimeoutError],
+            "health_check_interval": 30,
+            "max_connections": cfg.max_connections,
+            "decode_responses": False,
+        }
+        password = cfg.password or os.environ.get("CROSSREC_REDIS_PASSWORD")
+        if password:
+            kwargs["password"] = password
+        if url.startswith("rediss://"):
+            for key in ("ssl_ca_certs", "ssl_certfile", "ssl_keyfile"):
+                if getattr(cfg, key):
+                    kwargs[key] = getattr(cfg, key)
+        try:
+            if cfg.cluster:
+                from redis.cluster import RedisCluster
+
+                client: Any = RedisCluster.from_url(url, **kwargs)
+            else:
+                client = redis.Redis.from_url(url, **kwargs)
+        except (ValueError, redis.exceptions.RedisError) as exc:
+            raise FeatureStoreError(f"feature_store.url {url!r}: {exc}") from exc
+        return cls(client, cfg)
+
+    # ------------------------------------------------------------------ keys
+    def user_key(self, user_id: str, part: str) -> str:
+        return f"{self.prefix}:u:{{{user_id}}}:{part}"
+
+    def pop_key(self, domain: str, part: str) -> str:
+        return f"{self.prefix}:pop:{{{domain}}}:{part}"
+
+    def items_key(self, domain: str, part: str) -> str:
+        return f"{self.prefix}:items:{{{domain}}}:{part}"
+
+    @property
+    def dirty_key(self) -> str:
+        return f"{self.prefix}:{{dirty}}"
+
+    @property
+    def model_key(self) -> str:
+        return f"{self.prefix}:model:current"
+
+    def _call(self, what: str, fn: Callable[[], T]) -> T:
+        try:
+            return fn()
+        except redis.exceptions.RedisError as exc:
+            raise FeatureStoreError(f"redis {what} failed: {type(exc).__name__}: {exc}") from exc
+
+    # ------------------------------------------------------------------ events
+    def write_events(self, events: Sequence[Event], now: float | None = None) -> WriteResult:
+        if not events:
+            return WriteResult()
+        now = time.time() if now is None else now
+        by_user: dict[str, list[Event]] = defaultdict(list)
+        by_domain: dict[str, list[Event]] = defaultdict(list)
+        for event in events:
+            by_user[event.uid].append(event)
+            by_domain[event.domain].append(event)
+        weights = self.cfg.popularity_weights
+        ttl = self.cfg.dedupe_ttl_s
+
+        def run() -> WriteResult:
+            pipe = self.client.pipeline(transaction=False)
+            for user, evs in by_user.items():
+                domains = sorted({e.domain for e in evs})
+                keys = [self.user_key(user, "seen"), self.user_key(user, "seq")]
+                keys += [self.user_key(user, f"h:{d}") for d in domains]
+                slot = {d: i + 3 for i, d in enumerate(domains)}  # 1-based Lua KEYS index
+                args: list[Any] = [now, ttl, self.cfg.history_length]
+                for e in evs:
+                    member = json.dumps(
+                        {"e": e.eid, "i": e.iid, "t": e.event_type, "v": e.value},
+                        separators=(",", ":"),
+                    )
+                    args += [e.eid, slot[e.domain], repr(e.ts), member]
+                self._write_user(keys=keys, args=args, client=pipe)
+            for domain, evs in by_domain.items():
+                keys = [self.pop_key(domain, k) for k in ("seen", "z", "t0")]
+                args = [now, ttl, self.cfg.popularity_half_life_s]
+                for e in evs:
+                    args += [e.eid, e.iid, repr(e.ts), weights.get(e.event_type, 1.0)]
+                self._write_popularity(keys=keys, args=args, client=pipe)
+            # Every user of the batch is marked, duplicates included: if a pipeline was cut
+            # short after the history write, the replay still refreshes the vector.
+            pipe.zadd(self.dirty_key, dict.fromkeys(by_user, now))
+            replies = pipe.execute()
+            written = int(sum(replies[: len(by_user)]))
+            return WriteResult(
+                written=written, duplicates=len(events) - written, users=list(by_user)
+            )
+
+        return self._call("write_events", run)
+
+    @staticmethod
+    def _entries(rows: list[tuple[bytes, float]], domain: str) -> list[HistoryEntry]:
+        out = []
+        for member, score in rows:
+            d = json.loads(member)
+            out.append(HistoryEntry(d["e"], d["i"], domain, d["t"], float(score), d.get("v")))
+        return out
+
+    def history(self, user_id: str, domain: str) -> list[HistoryEntry]:
+        key = self.user_key(user_id, f"h:{domain}")
+        rows = self._call("history", lambda: self.client.zrange(key, 0, -1, withscores=True))
+        return self._entries(rows, domain)
+
+    def histories(
+        self, user_ids: Sequence[str], domains: Sequence[str]
+    ) -> dict[str, tuple[int, list[HistoryEntry]]]:
+        def run() -> list[Any]:
+            pipe = self.client.pipeline(transaction=False)
+            for user in user_ids:
+                # The counter is read first: the history read after it holds at least that
+                # many events, so a vector never claims more than it saw.
+                pipe.get(self.user_key(user, "seq"))
+                for d in domains:
+                    pipe.zrange(self.user_key(user, f"h:{d}"), 0, -1, withscores=True)
+            return list(pipe.execute())
+
+        replies = self._call("histories", run)
+        out: dict[str, tuple[int, list[HistoryEntry]]] = {}
+        step = 1 + len(domains)
+        for n, user in enumerate(user_ids):
+            chunk = replies[n * step : (n + 1) * step]
+            entries: list[HistoryEntry] = []
+            for d, rows in zip(domains, chunk[1:], strict=True):
+                entries += self._entries(rows, d)
+            entries.sort(key=lambda h: (h.timestamp, h.event_id))
+            out[user] = (int(chunk[0] or 0), entries)
+        return out
+
+    def popularity(self, domain: str, k: int, now: float | None = None) -> list[tuple[str, float]]:
+        now = time.time() if now is None else now
+
+        def run() -> tuple[Any, Any]:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.get(self.pop_key(domain, "t0"))
+            pipe.zrevrange(self.pop_key(domain, "z"), 0, k - 1, withscores=True)
+            t0, rows = pipe.execute()
+            return t0, rows
+
+        t0, rows = self._call("popularity", run)
+        if t0 is None:
+            return []
+        scale = 2.0 ** ((float(t0) - now) / self.cfg.popularity_half_life_s)
+        return [(_text(item) or "", float(score) * scale) for item, score in rows]
+
+    # ------------------------------------------------------------------ vectors
+    def write_user_vectors(self, vectors: Sequence[UserVector]) -> int:
+        if not vectors:
+            return 0
+
+        def run() -> int:
+            pipe = self.client.pipeline(transaction=False)
+            for v in vectors:
+                blob = np.ascontiguousarray(v.vector, dtype=np.float32).tobytes()
+                self._write_vector(
+                    keys=[self.user_key(v.user_id, f"v:{v.domain}")],
+                    args=[v.seq, blob, v.model_version, repr(v.updated_at)],
+                    client=pipe,
+                )
+            return int(sum(pipe.execute()))
+
+        return self._call("write_user_vectors", run)
+
+    def user_vector(self, user_id: str, domain: str) -> UserVector | None:
+        key = self.user_key(user_id, f"v:{domain}")
+        row = self._call("user_vector", lambda: self.client.hgetall(key))
+        if not row:
+            return None
+        return UserVector(
+            user_id=user_id,
+            domain=domain,
+            vector=np.frombuffer(row[b"vector"], dtype=np.float32).copy(),
+            model_version=_text(row[b"model_version"]) or "",
+            updated_at=float(row[b"updated_at"]),
+            seq=int(row[b"seq"]),
+        )
+
+    # ------------------------------------------------------------------ dirty users
+    def dirty_users(self, limit: int, quiet_for_s: float = 0.0) -> list[tuple[str, float]]:
+        cutoff = time.time() - quiet_for_s
+        rows = self._call(
+            "dirty_users",
+            lambda: self.client.zrangebyscore(
+                self.dirty_key, "-inf", cutoff, start=0, num=limit, withscores=True
+            ),
+        )
+        return [(_text(user) or "", float(score)) for user, score in rows]
+
+    def clear_dirty(self, claims: Sequence[tuple[str, float]]) -> int:
+        if not claims:
+            return 0
+        args: list[Any] = []
+        for user, mark in claims:
+            args += [user, repr(mark)]
+        return int(
+            self._call("clear_dirty", lambda: self._clear_dirty(keys=[self.dirty_key], args=args))
+        )
+
+    # ------------------------------------------------------------------ model and items
+    def current_model(self) -> ModelPointer | None:
+        raw = self._call("current_model", lambda: self.client.get(self.model_key))
+        if raw is None:
+            return None
+        d = json.loads(raw)
+        return ModelPointer(d["version"], d["uri"], float(d["published_at"]))
+
+    def set_current_model(self, pointer: ModelPointer) -> None:
+        blob = json.dumps(
+            {"version": pointer.version, "uri": pointer.uri, "published_at": pointer.published_at}
+        )
+        self._call("set_current_model", lambda: self.client.set(self.model_key, blob))
+
+    def put_item_texts(self, domain: str, texts: dict[str, str]) -> None:
+        if texts:
+            key = self.items_key(domain, "text")
+
+            def run() -> None:
+                pipe = self.client.pipeline(transaction=False)
+                pipe.hset(key, mapping=texts)
+                pipe.srem(self.items_key(domain, "pending"), *texts)
+                pipe.execute()
+
+            self._call("put_item_texts", run)
+
+    def item_texts(self, domain: str, item_ids: Sequence[str]) -> dict[str, str]:
+        if not item_ids:
+            return {}
+        key = self.items_key(domain, "text")
+        rows = self._call("item_texts", lambda: self.client.hmget(key, list(item_ids)))
+        return {i: _text(t) or "" for i, t in zip(item_ids, rows, strict=True) if t is not None}
+
+    def mark_items_pending(self, domain: str, item_ids: Sequence[str]) -> None:
+        if item_ids:
+            key = self.items_key(domain, "pending")
+            self._call("mark_items_pending", lambda: self.client.sadd(key, *item_ids))
+
+    def pending_items(self, domain: str) -> set[str]:
+        key = self.items_key(domain, "pending")
+        return {
+            _text(m) or "" for m in self._call("pending_items", lambda: self.client.smembers(key))
+        }
+
+    def queue_new_items(self, items: Sequence[NewItem]) -> None:
+        if not items:
+            return
+
+        def run() -> None:
+            pipe = self.client.pipeline(transaction=False)
+            for it in items:
+                vec = np.ascontiguousarray(it.text_vector, dtype=np.float32)
+                pipe.xadd(
+                    self.items_key(it.domain, "new"),
+                    {"item_id": it.item_id, "text": it.text, "text_vector": vec.tobytes(),
+                     "model_version": it.model_version},
+                    maxlen=100_000,
+                    approximate=True,
+                )  # fmt: skip
+            pipe.execute()
+
+        self._call("queue_new_items", run)
+
+    def new_items(
+        self, domain: str, after: str = "0", count: int = 1000
+    ) -> list[tuple[str, NewItem]]:
+        key = self.items_key(domain, "new")
+        rows = self._call(
+            "new_items",
+            lambda: self.client.xrange(key, min=f"({after}" if after != "0" else "-", count=count),
+        )
+        out = []
+        for entry_id, f in rows:
+            out.append(
+                (
+                    _text(entry_id) or "",
+                    NewItem(
+                        domain=domain,
+                        item_id=_text(f[b"item_id"]) or "",
+                        text=_text(f[b"text"]) or "",
+                        text_vector=np.frombuffer(f[b"text_vector"], dtype=np.float32).copy(),
+                        model_version=_text(f[b"model_version"]) or "",
+                    ),
+                )
+            )
+        return out
+
+    # ------------------------------------------------------------------ lifecycle
+    def ping(self) -> bool:
+        try:
+            return bool(self.client.ping())
+        except redis.exceptions.RedisError:
+            return False
+
+    def close(self) -> None:
+        self.client.close()
