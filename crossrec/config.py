@@ -330,6 +330,7 @@ class StreamConfig(_Section):
         le=65535,
         description="Prometheus /metrics port of worker 0 (worker i: port + i); None: off.",
     )
+    metrics_host: str = Field("127.0.0.1", description="Address the /metrics server binds.")
     lag_interval_s: float = Field(5.0, gt=0.0, description="How often consumer lag is read.")
     updates: UpdatesConfig = Field(default_factory=UpdatesConfig)
 

@@ -1,45 +1,6 @@
-"""Connecting to Ray: a cluster by address, or a local Ray sized to this machine."""
+"""Connecting to Ray (kept here for the training entry points; it lives in
+`crossrec.ray_runtime` so the stream workers use the same one)."""
 
-from __future__ import annotations
+from crossrec.ray_runtime import ray_session
 
-import logging
-import os
-from collections.abc import Iterator
-from contextlib import contextmanager
-from typing import Any
-
-logger = logging.getLogger(__name__)
-
-
-@contextmanager
-def ray_session(
-    address: str | None = None, *, log_to_driver: bool = False, num_cpus: int | None = None
-) -> Iterator[dict[str, Any]]:
-    """Connects to the Ray cluster at ``address`` (``auto`` or ``ray://HOST:10001``), or starts
-    a local Ray with every CPU (and GPU) of this machine; shuts down what it started.
-
-    Yields the cluster's resources. An already initialised Ray (a test, a notebook) is reused
-    and left running.
-    """
-    import ray
-
-    if not log_to_driver:
-        # Ray's INFO lines (cluster start, Ray Data plans) drown the training progress.
-        for name in ("ray", "ray.data", "ray.train"):
-            logging.getLogger(name).setLevel(logging.WARNING)
-    started = False
-    if not ray.is_initialized():
-        kwargs: dict[str, Any] = {"log_to_driver": log_to_driver, "include_dashboard": False}
-        if address:
-            logger.info("connecting to Ray address=%s", address)
-            ray.init(address=address, **kwargs)
-        else:
-            cpus = num_cpus or os.cpu_count() or 1
-            logger.info("starting a local Ray num_cpus=%d", cpus)
-            ray.init(num_cpus=cpus, **kwargs)
-        started = True
-    try:
-        yield dict(ray.cluster_resources())
-    finally:
-        if started:
-            ray.shutdown()
+__all__ = ["ray_session"]
