@@ -25,7 +25,9 @@ app = typer.Typer(
 config_app = typer.Typer(help="Inspect the configuration.", no_args_is_help=True)
 data_app = typer.Typer(help="Inspect datasets.", no_args_is_help=True)
 app.add_typer(config_app, name="config")
+events_app = typer.Typer(help="Produce user events to Kafka.", no_args_is_help=True)
 app.add_typer(data_app, name="data")
+app.add_typer(events_app, name="events")
 
 F = TypeVar("F", bound=Callable[..., Any])
 
@@ -365,6 +367,91 @@ def demo(
     if json_file is not None:
         json_file.write_text(json.dumps([r.to_dict() for r in rows], indent=2))
         typer.echo(f"wrote {json_file}")
+
+
+@app.command()
+@handle_errors
+def stream(
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    workers: Annotated[
+        int | None,
+        typer.Option("--workers", "-w", min=1, help="Consumer workers (Ray actors, one group)."),
+    ] = None,
+    local: Annotated[
+        bool, typer.Option("--local", help="Run one worker in this process, without Ray.")
+    ] = False,
+    model: Annotated[
+        Path | None,
+        typer.Option(
+            help="Publish this model version (a checkpoint or RUN/models) as current first."
+        ),
+    ] = None,
+    events: Annotated[
+        str | None,
+        typer.Option(help="Produce this JSON-lines file ('-': stdin) to the topic first."),
+    ] = None,
+    idle_exit: Annotated[
+        float | None,
+        typer.Option(help="Stop after this many seconds without new records (default: never)."),
+    ] = None,
+    address: Annotated[
+        str | None, typer.Option(help="Ray cluster address (default: train.ray_address or local).")
+    ] = None,
+) -> None:
+    """Consume user events from Kafka into the Redis feature store and keep user vectors fresh.
+
+    Without stream.bootstrap_servers / feature_store.url an embedded Kafka-protocol broker and
+    redis-server are started for the run (one machine and tests only). Invalid events go to
+    stream.dead_letter_topic. SIGTERM or Ctrl-C: finish the batch, commit, exit."""
+    from crossrec.stream.runner import run_stream, summarize
+
+    cfg = _load(config, set_)
+    reports = run_stream(
+        cfg, workers=workers, local=local, model=model, events_file=events,
+        idle_exit_s=idle_exit, ray_address=address or cfg.train.ray_address, echo=typer.echo,
+    )  # fmt: skip
+    typer.echo(summarize(reports))
+
+
+@events_app.command("produce")
+@handle_errors
+def events_produce(
+    path: Annotated[str, typer.Argument(help="JSON-lines file of events, or '-' for stdin.")],
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    raw: Annotated[
+        bool, typer.Option("--raw", help="Send lines as they are, unvalidated (replays).")
+    ] = False,
+    skip_invalid: Annotated[
+        bool,
+        typer.Option("--skip-invalid", help="Report invalid lines on stderr and go on."),
+    ] = False,
+) -> None:
+    """Produce events (one JSON object per line) to stream.topic on stream.bootstrap_servers.
+
+    Each line is validated first: an invalid one stops the run naming FILE:LINE (what was sent
+    before it stays sent), unless --skip-invalid."""
+    from crossrec.errors import ConfigError
+    from crossrec.stream.events import EventProducer, open_events, produce_lines
+
+    cfg = _load(config, set_)
+    if not cfg.stream.bootstrap_servers:
+        raise ConfigError(
+            "stream.bootstrap_servers",
+            "not set: `events produce` needs a running Kafka (the embedded broker lives inside "
+            "one process: use `crossrec stream --events FILE` with it)",
+        )
+    handle, name = open_events(path)
+    with handle, EventProducer(cfg.stream) as producer:
+        report = produce_lines(
+            producer, handle, name, domains=cfg.stream.domains, raw=raw,
+            skip_invalid=skip_invalid, on_skip=lambda e: typer.echo(f"skipped {e}", err=True),
+        )  # fmt: skip
+    typer.echo(
+        f"sent {report.sent:,} events to {cfg.stream.topic}"
+        + (f"; skipped {report.skipped:,} invalid lines" if report.skipped else "")
+    )
 
 
 def main() -> None:

@@ -71,18 +71,20 @@ def _tp_name(tp: Any) -> str:
     return f"{tp.topic}[{tp.partition}]"
 
 
-class _Rebalance:
-    """Commits what was written for partitions being revoked; forgets unwritten records."""
+def _rebalance_listener(worker: StreamWorker) -> Any:
+    from kafka import ConsumerRebalanceListener
 
-    def __init__(self, worker: StreamWorker) -> None:
-        self.worker = worker
+    class _Rebalance(ConsumerRebalanceListener):
+        """Commits what was written for revoked partitions; forgets their unwritten records."""
 
-    def on_partitions_revoked(self, revoked: Any) -> None:
-        self.worker._on_revoked(set(revoked))
+        def on_partitions_revoked(self, revoked: Any) -> None:
+            worker._on_revoked(set(revoked))
 
-    def on_partitions_assigned(self, assigned: Any) -> None:
-        logger.info("partitions assigned worker=%s partitions=%s", self.worker.worker_id,
-                    ",".join(sorted(_tp_name(tp) for tp in assigned)) or "-")  # fmt: skip
+        def on_partitions_assigned(self, assigned: Any) -> None:
+            logger.info("partitions assigned worker=%s partitions=%s", worker.worker_id,
+                        ",".join(sorted(_tp_name(tp) for tp in assigned)) or "-")  # fmt: skip
+
+    return _Rebalance()
 
 
 class StreamWorker:
@@ -160,7 +162,7 @@ class StreamWorker:
             raise StreamError(
                 f"cannot connect to Kafka at {self.scfg.bootstrap_servers}: {exc}"
             ) from exc
-        consumer.subscribe([self.scfg.topic], listener=_Rebalance(self))
+        consumer.subscribe([self.scfg.topic], listener=_rebalance_listener(self))
         return consumer
 
     def _make_producer(self) -> Any:

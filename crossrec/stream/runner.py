@@ -1,0 +1,137 @@
+"""`crossrec stream`: start (or connect to) the services, publish a model version if given,
+load events if given, and run consumer workers until stopped.
+
+Workers run as Ray actors (``workers`` of them, one consumer group), or one in this process
+with ``local``. SIGTERM / Ctrl-C stop them gracefully: each finishes its batch and commits.
+"""
+
+from __future__ import annotations
+
+import logging
+import signal
+import threading
+import time
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from crossrec.config import CrossRecConfig
+from crossrec.feature_store.base import ModelPointer
+from crossrec.feature_store.redis_store import RedisFeatureStore
+from crossrec.models.bundle import checkpoint_dirs, version_of
+from crossrec.stream.events import EventProducer, open_events, produce_lines
+from crossrec.stream.services import stream_services
+from crossrec.stream.worker import StreamWorker, WorkerReport
+
+logger = logging.getLogger(__name__)
+
+
+def publish_model(store: RedisFeatureStore, path: str | Path) -> ModelPointer:
+    """Makes the model version at ``path`` the current one (workers and serving follow)."""
+    path = Path(path).expanduser().resolve()
+    checkpoint_dirs(path)  # fails clearly when it is not a model version
+    pointer = ModelPointer(version_of(path), str(path), time.time())
+    store.set_current_model(pointer)
+    logger.info("published model version=%s uri=%s", pointer.version, pointer.uri)
+    return pointer
+
+
+@contextmanager
+def stop_on_signals(stop: Callable[[], None]) -> Iterator[None]:
+    """SIGTERM and SIGINT call ``stop`` (once; a second Ctrl-C interrupts) while inside."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    previous = {sig: signal.getsignal(sig) for sig in (signal.SIGTERM, signal.SIGINT)}
+    hits = {"n": 0}
+
+    def handler(signum: int, frame: object) -> None:
+        hits["n"] += 1
+        if hits["n"] > 1 and signum == signal.SIGINT:
+            raise KeyboardInterrupt
+        logger.warning("%s: finishing the current batch, committing, stopping",
+                       signal.Signals(signum).name)  # fmt: skip
+        stop()
+
+    for sig in previous:
+        signal.signal(sig, handler)
+    try:
+        yield
+    finally:
+        for sig, old in previous.items():
+            signal.signal(sig, old)
+
+
+def run_stream(
+    cfg: CrossRecConfig,
+    *,
+    workers: int | None = None,
+    local: bool = False,
+    model: str | Path | None = None,
+    events_file: str | None = None,
+    idle_exit_s: float | None = None,
+    ray_address: str | None = None,
+    echo: Callable[[str], None] = print,
+) -> list[WorkerReport]:
+    """Runs the stream until stopped (or idle for ``idle_exit_s``); returns worker reports."""
+    n = workers or cfg.stream.workers
+    with stream_services(cfg) as services:
+        cfg = services.cfg
+        for line in services.describe():
+            echo(line)
+        store = RedisFeatureStore.from_config(cfg.feature_store)
+        try:
+            if model is not None:
+                pointer = publish_model(store, model)
+                echo(f"current model version {pointer.version} ({pointer.uri})")
+            elif (pointer_now := store.current_model()) is not None:
+                echo(f"current model version {pointer_now.version} ({pointer_now.uri})")
+            else:
+                echo("no model version published: histories and popularity only")
+            if events_file is not None:
+                handle, name = open_events(events_file)
+                with handle, EventProducer(cfg.stream) as producer:
+                    report = produce_lines(producer, handle, name, domains=cfg.stream.domains)
+                echo(f"produced {report.sent:,} events from {name}")
+        finally:
+            store.close()
+        if local:
+            echo("running 1 worker in this process (Ctrl-C stops it)")
+            worker = StreamWorker(cfg)
+            with stop_on_signals(worker.stop):
+                return [worker.run(idle_exit_s=idle_exit_s)]
+        from crossrec.ray_runtime import ray_session
+        from crossrec.stream.ray_workers import run_ray_workers
+
+        stop = threading.Event()
+        with ray_session(ray_address), stop_on_signals(stop.set):
+            echo(f"running {n} workers as Ray actors in group {cfg.stream.group_id} "
+                 "(Ctrl-C stops them)")  # fmt: skip
+
+            def status(reports: list[WorkerReport]) -> None:
+                echo(
+                    "  "
+                    + " | ".join(
+                        f"w{i}: {r.written:,} written, {r.dead_letters:,} dead letters"
+                        for i, r in enumerate(reports)
+                    )
+                )
+
+            return run_ray_workers(
+                cfg, n, idle_exit_s=idle_exit_s, on_status=status, should_stop=stop.is_set
+            )
+
+
+def summarize(reports: list[WorkerReport]) -> str:
+    total = WorkerReport()
+    for r in reports:
+        total.records += r.records
+        total.written += r.written
+        total.duplicates += r.duplicates
+        total.dead_letters += r.dead_letters
+        total.vectors += r.vectors
+    return (
+        f"{len(reports)} workers: {total.records:,} records, {total.written:,} events written, "
+        f"{total.duplicates:,} duplicates, {total.dead_letters:,} dead letters, "
+        f"{total.vectors:,} user vectors"
+    )
