@@ -47,3 +47,30 @@ def write(path: Path, text: str, encoding: str = "utf-8") -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(text.encode(encoding))
     return path
+
+
+# --------------------------------------------------------------------------- real services
+@pytest.fixture(scope="session")
+def kafka_broker():  # type: ignore[no-untyped-def]
+    """A Kafka-protocol broker (librdkafka's mock cluster) for the whole test session."""
+    from crossrec.embedded import EmbeddedKafka
+
+    with EmbeddedKafka() as broker:
+        yield broker
+
+
+@pytest.fixture(scope="session")
+def redis_server():  # type: ignore[no-untyped-def]
+    """A real redis-server on a free loopback port for the whole test session."""
+    from crossrec.embedded import EmbeddedRedis
+
+    with EmbeddedRedis() as server:
+        yield server
+
+
+_NAMES = iter(range(1_000_000))
+
+
+def unique(name: str) -> str:
+    """A name no other test uses (topics, groups, key prefixes)."""
+    return f"{name}-{next(_NAMES)}"

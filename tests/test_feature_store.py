@@ -1,0 +1,149 @@
+"""RedisFeatureStore against a real redis-server: idempotent writes, capped ordered histories,
+decayed popularity, guarded vectors, dirty-user claims, Redis Cluster hash tags."""
+
+from __future__ import annotations
+
+import time
+
+import numpy as np
+import pytest
+from redis.cluster import key_slot
+
+from crossrec.config import FeatureStoreConfig
+from crossrec.errors import FeatureStoreError
+from crossrec.feature_store import ModelPointer, NewItem, RedisFeatureStore, UserVector
+from crossrec.stream.events import Event
+from tests.conftest import unique
+
+pytestmark = pytest.mark.integration
+
+T0 = 1_700_000_000.0
+
+
+def _store(redis_server, **settings: object) -> RedisFeatureStore:  # type: ignore[no-untyped-def]
+    cfg = FeatureStoreConfig(url=redis_server.url, key_prefix=unique("fs"), **settings)
+    return RedisFeatureStore.from_config(cfg)
+
+
+def _event(i: int, user: str = "u1", item: str | None = None, domain: str = "films",
+           ts: float | None = None, kind: str = "view") -> Event:  # fmt: skip
+    return Event(event_id=f"e{i}", user_id=user, item_id=item or f"i{i}", domain=domain,
+                 event_type=kind, timestamp=T0 + i if ts is None else ts)  # type: ignore[arg-type]  # fmt: skip
+
+
+def test_a_batch_written_twice_is_counted_once(redis_server) -> None:  # type: ignore[no-untyped-def]
+    store = _store(redis_server)
+    batch = [_event(i, user=f"u{i % 3}", domain=("books", "films")[i % 2]) for i in range(30)]
+    first = store.write_events(batch)
+    again = store.write_events(batch)
+    assert (first.written, first.duplicates) == (30, 0)
+    assert (again.written, again.duplicates) == (0, 30)
+    states = store.histories(["u0", "u1", "u2"], ["books", "films"])
+    for user in ("u0", "u1", "u2"):
+        seq, entries = states[user]
+        expected = [e.eid for e in batch if e.uid == user]
+        assert seq == len(expected) == 10
+        assert [h.event_id for h in entries] == expected  # merged across domains by time
+    assert sorted(store.popularity("films", 100, now=T0))[0][0] == "i1"
+    assert len(store.popularity("films", 100, now=T0)) == 15
+
+
+def test_histories_are_capped_newest_kept_and_ordered_by_event_time(redis_server) -> None:  # type: ignore[no-untyped-def]
+    store = _store(redis_server, history_length=5)
+    late_first = [_event(i, ts=T0 + 100 - i) for i in range(12)]  # arrive newest first
+    store.write_events(late_first)
+    history = store.history("u1", "films")
+    assert [h.event_id for h in history] == ["e4", "e3", "e2", "e1", "e0"]
+    assert [h.timestamp for h in history] == sorted(h.timestamp for h in history)
+
+
+def test_popularity_is_weighted_and_halves_each_half_life(redis_server) -> None:  # type: ignore[no-untyped-def]
+    store = _store(redis_server, popularity_half_life_s=3600.0)
+    store.write_events([
+        _event(1, item="a", ts=T0), _event(2, item="a", ts=T0, user="u2"),
+        _event(3, item="b", ts=T0, kind="purchase"),
+        _event(4, item="c", ts=T0 - 3600),  # an hour older: half weight
+    ], now=T0)  # fmt: skip
+    top = dict(store.popularity("films", 10, now=T0))
+    assert top["b"] == pytest.approx(3.0)  # purchase weight
+    assert top["a"] == pytest.approx(2.0)
+    assert top["c"] == pytest.approx(0.5)
+    later = dict(store.popularity("films", 10, now=T0 + 7200))
+    assert later["a"] == pytest.approx(0.5)
+    assert [i for i, _ in store.popularity("films", 2, now=T0)] == ["b", "a"]
+
+
+def test_popularity_survives_rescaling_after_a_long_time(redis_server) -> None:  # type: ignore[no-untyped-def]
+    store = _store(redis_server, popularity_half_life_s=1.0)
+    store.write_events([_event(1, item="old", ts=T0)], now=T0)
+    store.write_events([_event(2, item="new", ts=T0 + 1000)], now=T0 + 1000)  # 2^1000 apart
+    top = dict(store.popularity("films", 10, now=T0 + 1000))
+    assert top["new"] == pytest.approx(1.0)
+    assert top["old"] == pytest.approx(0.0, abs=1e-12)
+
+
+def test_a_vector_from_an_older_history_never_replaces_a_newer_one(redis_server) -> None:  # type: ignore[no-untyped-def]
+    store = _store(redis_server)
+    newer = UserVector("u1", "films", np.arange(4, dtype=np.float32), "m-a", T0, seq=7)
+    older = UserVector("u1", "films", np.zeros(4, dtype=np.float32), "m-a", T0 + 1, seq=6)
+    assert store.write_user_vectors([newer]) == 1
+    assert store.write_user_vectors([older]) == 0
+    got = store.user_vector("u1", "films")
+    assert got is not None
+    np.testing.assert_array_equal(got.vector, newer.vector)
+    assert (got.seq, got.model_version) == (7, "m-a")
+    # The same history under a new model version is written.
+    assert store.write_user_vectors([UserVector("u1", "films", np.ones(4), "m-b", T0, 7)]) == 1
+    assert store.user_vector("u1", "films").model_version == "m-b"  # type: ignore[union-attr]
+    assert store.user_vector("nobody", "films") is None
+
+
+def test_dirty_claims_keep_users_marked_again_meanwhile(redis_server) -> None:  # type: ignore[no-untyped-def]
+    store = _store(redis_server)
+    store.write_events([_event(1, user="a"), _event(2, user="b")])
+    claims = store.dirty_users(10)
+    assert sorted(u for u, _ in claims) == ["a", "b"]
+    time.sleep(0.01)
+    store.write_events([_event(3, user="b")])  # b is marked again after the claim
+    assert store.clear_dirty(claims) == 1
+    assert [u for u, _ in store.dirty_users(10)] == ["b"]
+    assert store.dirty_users(10, quiet_for_s=60) == []  # debounce: b is not quiet yet
+
+
+def test_one_users_keys_share_a_cluster_slot(redis_server) -> None:  # type: ignore[no-untyped-def]
+    store = _store(redis_server)
+    store.write_events([_event(1, user="alice", domain="films"), _event(2, user="alice",
+                                                                        domain="books")])  # fmt: skip
+    store.write_user_vectors([UserVector("alice", "films", np.ones(3), "m", T0, 2)])
+    keys = [k.decode() for k in store.client.scan_iter(f"{store.prefix}:u:*", count=100)]
+    assert len(keys) == 5  # seen, seq, two histories, one vector
+    assert len({key_slot(k.encode()) for k in keys}) == 1
+    assert all(k.startswith(f"{store.prefix}:") for k in keys)
+
+
+def test_model_pointer_item_texts_and_the_new_item_queue(redis_server) -> None:  # type: ignore[no-untyped-def]
+    store = _store(redis_server)
+    assert store.current_model() is None
+    store.set_current_model(ModelPointer("m-1", "/models/1", T0))
+    assert store.current_model() == ModelPointer("m-1", "/models/1", T0)
+    store.mark_items_pending("films", ["x", "y"])
+    store.put_item_texts("films", {"x": "A film about x"})
+    assert store.pending_items("films") == {"y"}
+    assert store.item_texts("films", ["x", "y"]) == {"x": "A film about x"}
+    vec = np.linspace(0, 1, 8, dtype=np.float32)
+    store.queue_new_items([NewItem("films", "x", "A film about x", vec, "m-1")])
+    ((entry_id, item),) = store.new_items("films")
+    assert (item.item_id, item.text, item.model_version) == ("x", "A film about x", "m-1")
+    np.testing.assert_array_equal(item.text_vector, vec)
+    assert store.new_items("films", after=entry_id) == []
+
+
+def test_an_unreachable_server_raises_a_clear_error() -> None:
+    from crossrec.embedded import free_port
+
+    cfg = FeatureStoreConfig(url=f"redis://127.0.0.1:{free_port()}/0", retries=1,
+                             connect_timeout_s=0.5)  # fmt: skip
+    store = RedisFeatureStore.from_config(cfg)
+    with pytest.raises(FeatureStoreError, match="redis write_events failed: ConnectionError"):
+        store.write_events([_event(1)])
+    assert store.ping() is False
