@@ -112,8 +112,9 @@ def test_dirty_claims_keep_users_marked_again_meanwhile(redis_server) -> None:  
 
 def test_one_users_keys_share_a_cluster_slot(redis_server) -> None:  # type: ignore[no-untyped-def]
     store = _store(redis_server)
-    store.write_events([_event(1, user="alice", domain="films"), _event(2, user="alice",
-                                                                        domain="books")])  # fmt: skip
+    store.write_events(
+        [_event(1, user="alice", domain="films"), _event(2, user="alice", domain="books")]
+    )
     store.write_user_vectors([UserVector("alice", "films", np.ones(3), "m", T0, 2)])
     keys = [k.decode() for k in store.client.scan_iter(f"{store.prefix}:u:*", count=100)]
     assert len(keys) == 5  # seen, seq, two histories, one vector
