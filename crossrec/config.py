@@ -320,6 +320,10 @@ class StreamConfig(_Section):
         default_factory=dict,
         description="Extra kafka-python settings passed to consumer and producer as they are.",
     )
+    consumer_options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Extra KafkaConsumer settings (session_timeout_ms, fetch_max_bytes, …).",
+    )
     backoff_s: float = Field(0.2, gt=0.0, description="First retry delay when Redis fails.")
     max_backoff_s: float = Field(10.0, gt=0.0, description="Longest retry delay.")
     workers: int = Field(1, ge=1, description="Consumer workers `crossrec stream` starts.")

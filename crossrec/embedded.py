@@ -31,6 +31,7 @@ import time
 from collections.abc import Callable
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 from urllib.parse import quote
 
 from crossrec.errors import EmbeddedServiceError
@@ -235,6 +236,11 @@ class EmbeddedRedis:
         return self._process is not None and self._process.poll() is None
 
     @property
+    def pid(self) -> int | None:
+        """Process id of the running server, or ``None`` when it is not running."""
+        return self._process.pid if self.running and self._process is not None else None
+
+    @property
     def data_dir(self) -> Path | None:
         """The directory holding the data and the log, once started (or when given)."""
         return self._data_dir if self._data_dir is not None else self._temp_dir
@@ -365,6 +371,8 @@ class EmbeddedRedis:
 
     def _wait_ready(self, log_path: Path) -> None:
         import redis  # imported lazily: only needed once a server is started
+        from redis.backoff import NoBackoff
+        from redis.retry import Retry
 
         process = self._process
         assert process is not None
@@ -374,6 +382,7 @@ class EmbeddedRedis:
             password=self._password,
             socket_connect_timeout=0.5,
             socket_timeout=0.5,
+            retry=Retry(NoBackoff(), 0),  # this loop is the retry; redis-py's own backs off
         )
         deadline = time.monotonic() + _READY_TIMEOUT_S
         last_error: Exception | None = None
@@ -385,7 +394,8 @@ class EmbeddedRedis:
                         f"{self.port}; last lines of {log_path}:\n{_tail(log_path)}"
                     )
                 try:
-                    if client.ping():
+                    # Another server may already hold the port: only our own child counts.
+                    if client.ping() and _server_pid(client) == process.pid:
                         return
                 except redis.RedisError as exc:
                     last_error = exc
@@ -399,6 +409,13 @@ class EmbeddedRedis:
             f"{_READY_TIMEOUT_S:.0f} s (last error: {last_error}); last lines of "
             f"{log_path}:\n{_tail(log_path)}"
         )
+
+
+def _server_pid(client: Any) -> int | None:
+    """``process_id`` from ``INFO server`` of the server ``client`` talks to."""
+    info = client.info("server")
+    pid = info.get("process_id") if isinstance(info, dict) else None
+    return int(pid) if pid is not None else None
 
 
 def _redis_quote(value: str) -> str:

@@ -122,6 +122,7 @@ class StreamWorker:
         self._fault_after = _fault_after()
         self._writes = 0
         self._warned_domains = False
+        self._rebalanced_at = 0.0
 
     # ------------------------------------------------------------------ control
     def stop(self) -> None:
@@ -156,6 +157,7 @@ class StreamWorker:
             max_poll_records=self.scfg.batch_size,
             client_id=f"crossrec-worker-{self.worker_id}",
         )
+        opts.update(self.scfg.consumer_options)
         try:
             consumer = KafkaConsumer(**opts)
         except Exception as exc:
@@ -176,7 +178,8 @@ class StreamWorker:
     def run(
         self, *, idle_exit_s: float | None = None, max_batches: int | None = None
     ) -> WorkerReport:
-        """Consumes until :meth:`stop`, or ``idle_exit_s`` without records, or ``max_batches``."""
+        """Consumes until :meth:`stop`, ``idle_exit_s`` with partitions but no records, or
+        ``max_batches`` batches."""
         self._consumer = consumer = self._make_consumer()
         producer = self._make_producer()
         if self.scfg.metrics_port is not None:
@@ -190,10 +193,16 @@ class StreamWorker:
         try:
             while not self._stop.is_set():
                 batch = self._poll(consumer, self.scfg.poll_timeout_ms)
-                if batch:
-                    self._process(consumer, producer, batch)
+                if batch or not consumer.assignment():
+                    # Idle time counts only while partitions are assigned: a new member may
+                    # wait for the group to drop a crashed one (its session timeout) first.
+                    if batch:
+                        self._process(consumer, producer, batch)
                     last_records = time.monotonic()
-                elif idle_exit_s is not None and time.monotonic() - last_records > idle_exit_s:
+                elif (
+                    idle_exit_s is not None
+                    and time.monotonic() - max(last_records, self._rebalanced_at) > idle_exit_s
+                ):
                     logger.info("no records for %.1fs: stopping worker=%s", idle_exit_s,
                                 self.worker_id)  # fmt: skip
                     break
@@ -356,10 +365,10 @@ class StreamWorker:
         try:
             consumer.commit(offsets)
         except CommitFailedError as exc:
-            # The group moved on: the partitions' new owner replays from the last commit, and
-            # the writes are idempotent.
-            logger.warning("commit refused after a rebalance worker=%s: %s", self.worker_id, exc)
-            self._uncommitted.clear()
+            # A rebalance is under way: the revoke callback commits again before the partitions
+            # move; if the group refuses that too, the new owner replays from the last commit
+            # and the idempotent writes count nothing twice.
+            logger.warning("commit refused during a rebalance worker=%s: %s", self.worker_id, exc)
             return
         except KafkaError as exc:
             logger.warning("commit failed worker=%s (kept for the next one): %s",
@@ -371,6 +380,7 @@ class StreamWorker:
 
     def _on_revoked(self, revoked: set[Any]) -> None:
         self._revoked |= revoked
+        self._rebalanced_at = time.monotonic()
         logger.info("partitions revoked worker=%s partitions=%s", self.worker_id,
                     ",".join(sorted(_tp_name(tp) for tp in revoked)) or "-")  # fmt: skip
         if self._consumer is not None and any(tp in revoked for tp in self._uncommitted):
