@@ -17,9 +17,10 @@ user's keys share one slot and one Lua script can update them atomically:
 ``P:items:{D}:new``             STREAM, encoded new items for serving indexes
 =============================  ==========================================================
 
-A batch is written as one pipeline of Lua scripts: one per user (dedupe, history, cap,
-counter) and one per domain (dedupe, decayed popularity). Each script is atomic and idempotent
-on its own, so a pipeline cut short by a failure is simply written again.
+A batch is written as one pipeline of Lua scripts: one for the batch's users (dedupe, history,
+cap, counter; one per hash slot on a cluster) and one per domain (dedupe, decayed popularity).
+Each script is atomic and idempotent on its own, so a pipeline cut short by a failure is simply
+written again.
 
 Example:
     >>> store = RedisFeatureStore.from_config(cfg.feature_store)
@@ -56,31 +57,44 @@ from crossrec.stream.events import Event
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
-# KEYS: seen, seq, history keys...; ARGV: now, ttl, cap, then (event_id, key index, ts, member)*
-_WRITE_USER = """
+# Many users in one call (all of a batch on one server; one hash slot's users on a cluster).
+# KEYS: per user: seen, seq, then one history key per domain of the user.
+# ARGV: now, ttl, cap, and one JSON payload (one argument: cheap to send): per user, per domain,
+# the events as [event_id, ts, member].
+_WRITE_USERS = """
 local now = tonumber(ARGV[1])
 local ttl = tonumber(ARGV[2])
 local cap = tonumber(ARGV[3])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - ttl)
-local new = 0
-local touched = {}
-for i = 4, #ARGV, 4 do
-  if redis.call('ZADD', KEYS[1], 'NX', now, ARGV[i]) == 1 then
-    local k = tonumber(ARGV[i + 1])
-    redis.call('ZADD', KEYS[k], ARGV[i + 2], ARGV[i + 3])
-    touched[k] = true
-    new = new + 1
+local users = cjson.decode(ARGV[4])
+local k = 1
+local total = 0
+for _, groups in ipairs(users) do
+  local seen = KEYS[k]
+  local seq = KEYS[k + 1]
+  k = k + 2
+  redis.call('ZREMRANGEBYSCORE', seen, '-inf', now - ttl)
+  local new = 0
+  for _, events in ipairs(groups) do
+    local hist = KEYS[k]
+    k = k + 1
+    local added = 0
+    for _, ev in ipairs(events) do
+      if redis.call('ZADD', seen, 'NX', now, ev[1]) == 1 then
+        redis.call('ZADD', hist, ev[2], ev[3])
+        added = added + 1
+      end
+    end
+    if added > 0 then redis.call('ZREMRANGEBYRANK', hist, 0, -(cap + 1)) end
+    new = new + added
   end
+  if new > 0 then redis.call('INCRBY', seq, new) end
+  redis.call('EXPIRE', seen, ttl)
+  total = total + new
 end
-for k, _ in pairs(touched) do
-  redis.call('ZREMRANGEBYRANK', KEYS[k], 0, -(cap + 1))
-end
-if new > 0 then redis.call('INCRBY', KEYS[2], new) end
-redis.call('EXPIRE', KEYS[1], ttl)
-return new
+return total
 """
 
-# KEYS: seen, scores, t0; ARGV: now, ttl, half_life, then (event_id, item, ts, weight)*.
+# KEYS: seen, scores, t0; ARGV: now, ttl, half_life, JSON [[event_id, item, ts, weight], ...].
 # Scores are kept relative to the reference time t0 (weight * 2^((ts - t0) / half_life)) so an
 # event never needs updating as time passes; reads scale by 2^((t0 - now) / half_life). When the
 # exponent grows large, everything is rescaled to a new reference.
@@ -95,9 +109,9 @@ if not t0 then
   redis.call('SET', KEYS[3], ARGV[1])
 end
 local new = 0
-for i = 4, #ARGV, 4 do
-  if redis.call('ZADD', KEYS[1], 'NX', now, ARGV[i]) == 1 then
-    local ts = tonumber(ARGV[i + 2])
+for _, ev in ipairs(cjson.decode(ARGV[4])) do
+  if redis.call('ZADD', KEYS[1], 'NX', now, ev[1]) == 1 then
+    local ts = tonumber(ev[3])
     local e = (ts - t0) / hl
     if e > 256 then
       local rows = redis.call('ZRANGE', KEYS[2], 0, -1, 'WITHSCORES')
@@ -106,10 +120,10 @@ for i = 4, #ARGV, 4 do
         redis.call('ZADD', KEYS[2], tonumber(rows[j + 1]) * f, rows[j])
       end
       t0 = ts
-      redis.call('SET', KEYS[3], ARGV[i + 2])
+      redis.call('SET', KEYS[3], ev[3])
       e = 0
     end
-    redis.call('ZINCRBY', KEYS[2], tonumber(ARGV[i + 3]) * 2 ^ e, ARGV[i + 1])
+    redis.call('ZINCRBY', KEYS[2], tonumber(ev[4]) * 2 ^ e, ev[2])
     new = new + 1
   end
 end
@@ -140,6 +154,13 @@ return n
 """
 
 
+def _member(e: Event) -> str:
+    """A history entry as stored (its score is the event time)."""
+    return json.dumps(
+        {"e": e.eid, "i": e.iid, "t": e.event_type, "v": e.value}, separators=(",", ":")
+    )
+
+
 def _text(value: bytes | str | None) -> str | None:
     if value is None:
         return None
@@ -158,7 +179,7 @@ class RedisFeatureStore(FeatureStore):
         self.client = client
         self.cfg = cfg
         self.prefix = cfg.key_prefix
-        self._write_user = client.register_script(_WRITE_USER)
+        self._write_users = client.register_script(_WRITE_USERS)
         self._write_popularity = client.register_script(_WRITE_POPULARITY)
         self._write_vector = client.register_script(_WRITE_VECTOR)
         self._clear_dirty = client.register_script(_CLEAR_DIRTY)
@@ -241,35 +262,49 @@ class RedisFeatureStore(FeatureStore):
 
         def run() -> WriteResult:
             pipe = self.client.pipeline(transaction=False)
-            for user, evs in by_user.items():
-                domains = sorted({e.domain for e in evs})
-                keys = [self.user_key(user, "seen"), self.user_key(user, "seq")]
-                keys += [self.user_key(user, f"h:{d}") for d in domains]
-                slot = {d: i + 3 for i, d in enumerate(domains)}  # 1-based Lua KEYS index
-                args: list[Any] = [now, ttl, self.cfg.history_length]
-                for e in evs:
-                    member = json.dumps(
-                        {"e": e.eid, "i": e.iid, "t": e.event_type, "v": e.value},
-                        separators=(",", ":"),
-                    )
-                    args += [e.eid, slot[e.domain], repr(e.ts), member]
-                self._write_user(keys=keys, args=args, client=pipe)
+            groups = self._user_groups(list(by_user))
+            for users in groups:
+                keys: list[str] = []
+                payload: list[list[list[tuple[str, str, str]]]] = []
+                for user in users:
+                    per_domain: dict[str, list[Event]] = defaultdict(list)
+                    for e in by_user[user]:
+                        per_domain[e.domain].append(e)
+                    keys += [self.user_key(user, "seen"), self.user_key(user, "seq")]
+                    groups_of_user = []
+                    for domain, evs in per_domain.items():
+                        keys.append(self.user_key(user, f"h:{domain}"))
+                        groups_of_user.append([(e.eid, repr(e.ts), _member(e)) for e in evs])
+                    payload.append(groups_of_user)
+                args = [now, ttl, self.cfg.history_length, json.dumps(payload)]
+                self._write_users(keys=keys, args=args, client=pipe)
             for domain, evs in by_domain.items():
                 keys = [self.pop_key(domain, k) for k in ("seen", "z", "t0")]
-                args = [now, ttl, self.cfg.popularity_half_life_s]
-                for e in evs:
-                    args += [e.eid, e.iid, repr(e.ts), weights.get(e.event_type, 1.0)]
+                rows = [(e.eid, e.iid, repr(e.ts), weights.get(e.event_type, 1.0)) for e in evs]
+                args = [now, ttl, self.cfg.popularity_half_life_s, json.dumps(rows)]
                 self._write_popularity(keys=keys, args=args, client=pipe)
             # Every user of the batch is marked, duplicates included: if a pipeline was cut
             # short after the history write, the replay still refreshes the vector.
             pipe.zadd(self.dirty_key, dict.fromkeys(by_user, now))
             replies = pipe.execute()
-            written = int(sum(replies[: len(by_user)]))
+            written = int(sum(replies[: len(groups)]))
             return WriteResult(
                 written=written, duplicates=len(events) - written, users=list(by_user)
             )
 
         return self._call("write_events", run)
+
+    def _user_groups(self, users: list[str]) -> list[list[str]]:
+        """Users whose keys one script may touch together: all of them on one server, those
+        of one hash slot on a cluster."""
+        if not self.cfg.cluster:
+            return [users]
+        from redis.cluster import key_slot
+
+        slots: dict[int, list[str]] = defaultdict(list)
+        for user in users:
+            slots[key_slot(self.user_key(user, "seq").encode())].append(user)
+        return list(slots.values())
 
     @staticmethod
     def _entries(rows: list[tuple[bytes, float]], domain: str) -> list[HistoryEntry]:

@@ -173,6 +173,15 @@ def parse_event(
     if len(data) > max_bytes:
         raise EventError(f"record is {len(data)} bytes, more than the {max_bytes} allowed")
     try:
+        # Fast path: pydantic parses and validates the JSON in one pass; anything it refuses
+        # is parsed again below only to say exactly why.
+        event = Event.model_validate_json(data)
+    except ValidationError:
+        pass
+    else:
+        _check_context(event, domains, max_future_skew_s, now)
+        return event
+    try:
         obj = json.loads(data)
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise EventError(f"not valid JSON: {exc}") from None
@@ -188,6 +197,16 @@ def parse_event(
         event = Event.model_validate(obj)
     except ValidationError as exc:
         raise EventError(_describe(exc)) from None
+    _check_context(event, domains, max_future_skew_s, now)
+    return event
+
+
+def _check_context(
+    event: Event,
+    domains: Collection[str] | None,
+    max_future_skew_s: float | None,
+    now: float | None,
+) -> None:
     if domains is not None and event.domain not in domains:
         raise EventError(
             f"field 'domain': unknown domain {event.domain!r}; known: {', '.join(sorted(domains))}"
@@ -199,7 +218,6 @@ def parse_event(
                 f"field 'timestamp': {event.ts} is {event.ts - now:.0f} s in the future "
                 f"(more than stream.max_future_skew_s={max_future_skew_s})"
             )
-    return event
 
 
 # --------------------------------------------------------------------------- Kafka clients
