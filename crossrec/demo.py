@@ -2,13 +2,15 @@
 
 Today: synthetic world -> split -> baselines -> the cross-domain model trained on Ray Train
 (2 CPU workers on a local Ray: pretrain on the source domain, adapt to the target, evaluate) ->
-evaluation table. Later stages (serving, streaming) extend it.
+evaluation table -> a scripted session of user events streamed through the embedded Kafka-protocol
+broker and Redis, showing the user's state change. Serving extends it later.
 """
 
 from __future__ import annotations
 
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from crossrec.baselines import BASELINES
@@ -24,7 +26,7 @@ from crossrec.reporting import models_table
 def run_demo(cfg: CrossRecConfig, echo: Callable[[str], None] = print) -> list[EvaluationRow]:
     """Runs the demo and returns the evaluation rows."""
     started = time.perf_counter()
-    total = 5
+    total = 6
     echo(f"[1/{total}] loading data: format={cfg.data.format}")
     dataset = load_dataset(cfg.data)
     stats = dataset.stats()
@@ -55,7 +57,8 @@ def run_demo(cfg: CrossRecConfig, echo: Callable[[str], None] = print) -> list[E
     sources, targets = ", ".join(dataset.domains[:-1]), ", ".join(split.target_domains)
     echo(f"[4/{total}] training crossrec-transfer on Ray Train ({cfg.train.num_workers} workers): "
          f"pretrain on {sources}, adapt to {targets}")  # fmt: skip
-    run.rows.extend(_train_on_ray(cfg, echo))
+    rows, models_dir = _train_on_ray(cfg, echo)
+    run.rows.extend(rows)
 
     echo(f"[5/{total}] results (test cases)")
     for slice_name in ("all", "cold-users", "cold-items"):
@@ -71,11 +74,19 @@ def run_demo(cfg: CrossRecConfig, echo: Callable[[str], None] = print) -> list[E
                 )
             )
     echo("")
+    echo(f"[6/{total}] streaming a scripted session: embedded Kafka-protocol broker -> consumer "
+         "worker -> embedded Redis -> user vector")  # fmt: skip
+    from crossrec.stream.session import run_stream_session
+
+    run_stream_session(cfg, dataset, models_dir, echo)
+    echo("")
     echo(f"demo finished in {time.perf_counter() - started:.1f}s")
     return run.rows
 
 
-def _train_on_ray(cfg: CrossRecConfig, echo: Callable[[str], None]) -> list[EvaluationRow]:
+def _train_on_ray(
+    cfg: CrossRecConfig, echo: Callable[[str], None]
+) -> tuple[list[EvaluationRow], str]:
     """Trains crossrec-transfer through the Ray Train stage pipeline (a new run each time)."""
     from training.pipeline import describe_event, run_training
 
@@ -90,4 +101,5 @@ def _train_on_ray(cfg: CrossRecConfig, echo: Callable[[str], None]) -> list[Eval
     for row in trained.rows:
         row.model = "crossrec-transfer"
         rows.append(row)
-    return rows
+    models_dir = str(Path(next(iter(trained.models.values()))).parent)
+    return rows, models_dir
