@@ -116,7 +116,8 @@ def run_stream_session(
                 echo(f"       user {user} replays {real_user}'s first {len(books)} {source} "
                      f"(no {target} yet: cross-domain cold start)")  # fmt: skip
                 show(f"{len(books)} {source} events", send(books, "view"))
-                echo(f"       then {len(shown)} {target} events")
+                echo(f"       then {len(shown)} {target}: "
+                     + "; ".join(dataset.items[g].title for g in shown))  # fmt: skip
                 show(f"{len(shown)} {target} events", send(shown, "purchase"))
                 producer.send_raw(b'{"event_id": "demo-bad", "user_id": 7}', key=b"demo")
                 producer.flush()
