@@ -118,6 +118,9 @@ def test_demo_runs_on_a_small_world(tmp_path: Path) -> None:
     assert "on Ray Train (2 workers)" in result.output
     assert "adapt[films] epoch 1:" in result.output
     assert "demo finished" in result.output
+    # The streamed session reached the user's vector twice and dead-lettered the bad event.
+    assert result.output.count("events stored, vector by m-") == 2
+    assert "(1 dead letter)" in result.output
     (model_dir,) = tmp_path.glob("demo-*/models/films")
     assert (model_dir / "manifest.json").is_file()
 

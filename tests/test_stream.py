@@ -454,3 +454,86 @@ def test_a_users_vector_follows_their_events(
         running.stop()
     assert running.worker.report.committed
     assert running.worker.report.vectors >= 3
+
+
+# --------------------------------------------------------------------------- CLI and signals
+def test_events_produce_names_the_bad_line(
+    kafka_broker: EmbeddedKafka, redis_server: EmbeddedRedis, tmp_path: Path
+) -> None:
+    from typer.testing import CliRunner
+
+    from crossrec.cli import app
+
+    cfg = stream_config(kafka_broker, redis_server.url)
+    cfg_path = tmp_path / "c.yaml"
+    cfg_path.write_text(cfg.to_yaml())
+    lines = [e.to_json().decode() for e in events_for(3)]
+    events_file = tmp_path / "events.jsonl"
+    events_file.write_text("\n".join([lines[0], lines[1], '{"event_id": 1}', lines[2]]) + "\n")
+    runner = CliRunner()
+
+    stopped = runner.invoke(app, ["events", "produce", str(events_file), "-c", str(cfg_path)])
+    assert stopped.exit_code == 2
+    assert f"{events_file}:3: missing field 'user_id'" in stopped.output
+
+    skipped = runner.invoke(
+        app, ["events", "produce", str(events_file), "-c", str(cfg_path), "--skip-invalid"]
+    )
+    assert skipped.exit_code == 0, skipped.output
+    assert "sent 3 events" in skipped.output
+    assert "skipped 1 invalid lines" in skipped.output
+    assert len(read_topic(cfg, cfg.stream.topic, 5)) == 5  # 2 before the stop, 3 after
+
+    unset = runner.invoke(app, ["events", "produce", str(events_file)])
+    assert unset.exit_code == 2
+    assert "stream.bootstrap_servers: not set" in unset.output
+
+
+def test_sigterm_finishes_the_batch_commits_and_exits(
+    kafka_broker: EmbeddedKafka, redis_server: EmbeddedRedis, tmp_path: Path
+) -> None:
+    import signal
+
+    cfg = stream_config(kafka_broker, redis_server.url, batch_size=200)
+    cfg_path = tmp_path / "stream.yaml"
+    cfg_path.write_text(cfg.to_yaml())
+    cmd = [sys.executable, "-m", "crossrec.cli", "stream", "--local", "--config", str(cfg_path)]
+    proc = subprocess.Popen(  # noqa: S603 - our own CLI
+        cmd, cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+    )  # fmt: skip
+    try:
+        events = events_for(2_000, users=100)
+        produce(cfg, events[:1_000])
+        wait_for("the worker to commit", lambda: sum(committed_offsets(cfg).values()) > 0)
+        produce(cfg, events[1_000:])
+        proc.send_signal(signal.SIGTERM)
+        out, err = proc.communicate(timeout=60)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+    assert proc.returncode == 0, err[-2000:]
+    assert "SIGTERM: finishing the current batch" in err
+    summary = re.search(r"([\d,]+) events written", out)
+    assert summary is not None, out
+    written = int(summary.group(1).replace(",", ""))
+    # Whatever it wrote, it committed: nothing written is left to replay.
+    assert sum(committed_offsets(cfg).values()) == written
+    store = RedisFeatureStore.from_config(cfg.feature_store)
+    states = store.histories([e.uid for e in events], ["books", "films"])
+    assert sum(seq for seq, _ in states.values()) == written
+
+
+def test_debounce_waits_for_a_quiet_user(redis_server: EmbeddedRedis, model_version: Path) -> None:
+    from crossrec.stream.updates import UserVectorUpdater
+
+    cfg = CrossRecConfig()
+    cfg.feature_store.url, cfg.feature_store.key_prefix = redis_server.url, unique("debounce")
+    cfg.stream.updates.mode, cfg.stream.updates.debounce_s = "debounce", 0.3
+    store = RedisFeatureStore.from_config(cfg.feature_store)
+    updater = UserVectorUpdater(store, cfg, ModelBundle.load(model_version))
+    store.write_events(events_for(3, users=1))
+    assert updater.run_once().users == 0  # still active
+    wait_for("the quiet period", lambda: updater.run_once().users == 1, timeout=10)
+    assert store.user_vector("user-0", "films") is not None
+    assert store.dirty_users(10) == []
