@@ -732,7 +732,8 @@ def _mock_broker_assignor() -> type:
     class MockBrokerRangeAssignor(RangePartitionAssignor):
         @classmethod
         def assign(cls, cluster: Any, members: Any) -> Any:
-            time.sleep(_LEADER_SYNC_PAUSE_S)  # runs on the leader's network thread only
+            if len(members) > 1:  # a lone member has no follower to wait for
+                time.sleep(_LEADER_SYNC_PAUSE_S)  # on the leader's network thread only
             return super().assign(cluster, members)
 
     return MockBrokerRangeAssignor
