@@ -167,6 +167,7 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--set", action="append", default=[], help="Config override a.b=c.")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
+    logging.getLogger("kafka").setLevel(logging.ERROR)
     n = args.events or (20_000 if args.quick else 100_000)
     probes = args.probes or (100 if args.quick else 500)
     try:

@@ -91,6 +91,9 @@ def main_options(
     logging.basicConfig(
         level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
+    if level > logging.DEBUG:
+        # kafka-python warns about its own event loop on busy small machines; not actionable.
+        logging.getLogger("kafka").setLevel(max(level, logging.ERROR))
 
 
 @app.command()

@@ -24,6 +24,7 @@ class StreamWorkerActor:
     def __init__(self, cfg: CrossRecConfig, worker_index: int) -> None:
         logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: "
                             "%(message)s")  # fmt: skip
+        logging.getLogger("kafka").setLevel(logging.ERROR)
         self.worker = StreamWorker(cfg, worker_index=worker_index)
 
     def run(self, idle_exit_s: float | None = None) -> WorkerReport:
