@@ -68,3 +68,20 @@ def test_train_scaling_writes_plain_loop_rows(
     assert plain["samples"] > 0
     assert plain["samples_per_s"] > 0
     assert "| plain-pytorch | 1 | cpu | frozen |" in capsys.readouterr().out
+
+
+@pytest.mark.integration
+def test_stream_benchmark_writes_its_json(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "stream.json"
+    code = _module("stream").main(
+        ["--events", "2000", "--probes", "5", "--json", str(out),
+         "--set", "data.synthetic.num_users=150"]
+    )  # fmt: skip
+    assert code == 0
+    result = json.loads(out.read_text())
+    assert result["events"] == 2000
+    assert result["events_per_s_per_worker"] > 0
+    assert 0 < result["freshness_ms"]["p50"] <= result["freshness_ms"]["p99"]
+    assert "| events/s per worker" in capsys.readouterr().out
