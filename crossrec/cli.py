@@ -91,6 +91,7 @@ def main_options(
     logging.basicConfig(
         level=level, format="%(asctime)s %(levelname)s %(name)s: %(message)s", stream=sys.stderr
     )
+    assert isinstance(level, int)  # _fail exits otherwise
     if level > logging.DEBUG:
         # kafka-python warns about its own event loop on busy small machines; not actionable.
         logging.getLogger("kafka").setLevel(max(level, logging.ERROR))

@@ -308,6 +308,11 @@ class StreamConfig(_Section):
     api_version: str | None = Field(
         None, description="Kafka protocol version for kafka-python ('2.1'); None: auto-detect."
     )
+    mock_broker: bool = Field(
+        False,
+        description="The brokers are librdkafka's mock cluster (the embedded broker sets this): "
+        "consumers use the group settings it needs. Never for real Kafka.",
+    )
     security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
     sasl_mechanism: str | None = Field(None, description="PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, …")
     sasl_username: str | None = None
@@ -336,6 +341,9 @@ class StreamConfig(_Section):
     )
     metrics_host: str = Field("127.0.0.1", description="Address the /metrics server binds.")
     lag_interval_s: float = Field(5.0, gt=0.0, description="How often consumer lag is read.")
+    rejoin_timeout_s: float = Field(
+        120.0, gt=0.0, description="A group rejoin taking longer recreates the consumer."
+    )
     updates: UpdatesConfig = Field(default_factory=UpdatesConfig)
 
     @model_validator(mode="after")

@@ -57,6 +57,7 @@ KAFKA_API_VERSION: tuple[int, int] = (2, 1)
 
 kafka-python's version auto-detection does not work against librdkafka's mock broker; with
 ``api_version=(2, 1)`` producing (with headers), fetching, consumer groups and offset commits do.
+Consumer groups also want :func:`embedded_kafka_consumer_options`.
 """
 
 _LOOPBACK = "127.0.0.1"
@@ -358,7 +359,7 @@ class EmbeddedRedis:
             f"port {self.port}",
             "protected-mode yes",
             "daemonize no",
-            f'dir "{data_dir}"',
+            f'dir "{_redis_quote(str(data_dir))}"',
             'logfile ""',  # stdout, which start() sends to redis-server.log in data_dir
             'save ""',
             "appendonly yes",

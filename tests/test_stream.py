@@ -44,10 +44,11 @@ def stream_config(
     name = unique("stream")
     cfg = CrossRecConfig()
     s = cfg.stream
-    s.bootstrap_servers, s.api_version = kafka.bootstrap_servers, "2.1"
+    s.bootstrap_servers, s.api_version, s.mock_broker = kafka.bootstrap_servers, "2.1", True
     s.topic, s.dead_letter_topic, s.group_id = f"{name}-events", f"{name}-dlq", f"{name}-group"
     s.domains, s.max_event_bytes = ["books", "films"], MAX_EVENT_BYTES
-    s.poll_timeout_ms, s.lag_interval_s, s.backoff_s, s.max_backoff_s = 200, 0.3, 0.1, 0.5
+    s.poll_timeout_ms, s.lag_interval_s, s.backoff_s, s.max_backoff_s = 1000, 0.3, 0.1, 0.5
+    s.rejoin_timeout_s = 20.0
     for key, value in stream.items():
         setattr(s, key, value)
     cfg.feature_store.url = redis_url
@@ -275,8 +276,6 @@ def test_a_crash_between_write_and_commit_loses_nothing_and_counts_nothing_twice
     kafka_broker: EmbeddedKafka, redis_server: EmbeddedRedis, tmp_path: Path
 ) -> None:
     cfg = stream_config(kafka_broker, redis_server.url, batch_size=500)
-    # The restarted worker waits for the group to drop the crashed member: keep that short.
-    cfg.stream.consumer_options = {"session_timeout_ms": 6000, "heartbeat_interval_ms": 1000}
     events = events_for(3_000, users=50)
     produce(cfg, events)
     cfg_path = tmp_path / "stream.yaml"
@@ -337,29 +336,31 @@ def test_two_ray_workers_share_the_partitions_without_duplicates(
     from crossrec.stream.ray_workers import run_ray_workers
 
     cfg = stream_config(kafka_broker, redis_server.url, worker_num_cpus=0.5)
-    cfg.stream.consumer_options = {
-        "session_timeout_ms": 6000, "heartbeat_interval_ms": 1000, "max_poll_interval_ms": 10000
-    }  # fmt: skip
     events = events_for(4_000, users=200)
     result: dict[str, Any] = {}
+    stop = threading.Event()
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     try:
 
         def run() -> None:
             try:
-                result["reports"] = run_ray_workers(cfg, 2, idle_exit_s=6.0)
+                result["reports"] = run_ray_workers(cfg, 2, should_stop=stop.is_set)
             except BaseException as exc:
                 result["error"] = exc
 
         thread = threading.Thread(target=run, daemon=True)
         thread.start()
-        # Events keep arriving for a while, so both workers have joined before they end.
+        # Events keep arriving for a while, so both workers have joined before the end.
         for chunk in range(8):
             produce(cfg, events[chunk * 500 : (chunk + 1) * 500])
             time.sleep(0.75)
+        wait_for("every event committed", lambda: sum(committed_offsets(cfg).values()) == 4_000,
+                 timeout=120)  # fmt: skip
+        stop.set()
         thread.join(120)
         assert not thread.is_alive(), "workers did not stop"
     finally:
+        stop.set()
         ray.shutdown()
     assert "error" not in result, result.get("error")
     reports = result["reports"]

@@ -58,9 +58,7 @@ def stream_services(cfg: CrossRecConfig) -> Iterator[StreamServices]:
                 kafka.create_topic(topic, cfg.stream.partitions)
             cfg.stream.bootstrap_servers = kafka.bootstrap_servers
             cfg.stream.api_version = ".".join(str(p) for p in KAFKA_API_VERSION)
-            # The mock broker answers a fetch only when its wait expires, not when data
-            # arrives: a short wait keeps events fresh.
-            cfg.stream.consumer_options = {"fetch_max_wait_ms": 20, **cfg.stream.consumer_options}
+            cfg.stream.mock_broker = True
             services.kafka = kafka
             logger.info("embedded Kafka-protocol broker at %s", kafka.bootstrap_servers)
         if cfg.feature_store.url is None:

@@ -81,6 +81,8 @@ def _rebalance_listener(worker: StreamWorker) -> Any:
             worker._on_revoked(set(revoked))
 
         def on_partitions_assigned(self, assigned: Any) -> None:
+            worker._rebalancing = False
+            worker._rebalanced_at = time.monotonic()
             logger.info("partitions assigned worker=%s partitions=%s", worker.worker_id,
                         ",".join(sorted(_tp_name(tp) for tp in assigned)) or "-")  # fmt: skip
 
@@ -123,6 +125,7 @@ class StreamWorker:
         self._writes = 0
         self._warned_domains = False
         self._rebalanced_at = 0.0
+        self._rebalancing = False  # between a revoke and the next assignment
 
     # ------------------------------------------------------------------ control
     def stop(self) -> None:
@@ -157,6 +160,13 @@ class StreamWorker:
             max_poll_records=self.scfg.batch_size,
             client_id=f"crossrec-worker-{self.worker_id}",
         )
+        if self.scfg.mock_broker:
+            from crossrec.embedded import embedded_kafka_consumer_options
+
+            opts.update(embedded_kafka_consumer_options())
+            # It answers a fetch only when its wait expires, not when data arrives: a short
+            # wait keeps events fresh.
+            opts["fetch_max_wait_ms"] = 20
         opts.update(self.scfg.consumer_options)
         try:
             consumer = KafkaConsumer(**opts)
@@ -166,6 +176,22 @@ class StreamWorker:
             ) from exc
         consumer.subscribe([self.scfg.topic], listener=_rebalance_listener(self))
         return consumer
+
+    def _recreate_consumer(self, consumer: Any) -> Any:
+        """A fresh consumer when a group rejoin never completes (kafka-python 3.0 can stall
+        there); everything written is committed, so nothing is lost and it resumes from the
+        committed offsets."""
+        logger.warning("group rejoin not completed in %.0fs: recreating the consumer worker=%s",
+                       self.scfg.rejoin_timeout_s, self.worker_id)  # fmt: skip
+        self._commit(consumer)
+        try:
+            consumer.close(autocommit=False)
+        except Exception as exc:  # the old client is broken anyway
+            logger.warning("closing the stalled consumer failed: %s", exc)
+        self._uncommitted.clear()
+        self._rebalancing, self._rebalanced_at = True, time.monotonic()
+        self._consumer = self._make_consumer()
+        return self._consumer
 
     def _make_producer(self) -> Any:
         from kafka import KafkaProducer
@@ -190,12 +216,21 @@ class StreamWorker:
                     self.scfg.bootstrap_servers)  # fmt: skip
         last_records = time.monotonic()
         lag_at, lag_records = time.monotonic(), 0
+        self._rebalancing, self._rebalanced_at = True, time.monotonic()  # joining the group
         try:
             while not self._stop.is_set():
+                polled_at = time.monotonic()
+                self._revoked.clear()  # revocations from here on apply to this batch
                 batch = self._poll(consumer, self.scfg.poll_timeout_ms)
-                if batch or not consumer.assignment():
-                    # Idle time counts only while partitions are assigned: a new member may
-                    # wait for the group to drop a crashed one (its session timeout) first.
+                if not batch and time.monotonic() - polled_at < 0.002:
+                    time.sleep(0.02)  # a poll that returns at once (e.g. mid-rejoin) must not spin
+                if self._rebalancing and (
+                    time.monotonic() - self._rebalanced_at > self.scfg.rejoin_timeout_s
+                ):
+                    consumer = self._recreate_consumer(consumer)
+                if batch or self._rebalancing:
+                    # Idle time counts only once the group has settled: a new member may wait
+                    # for the group to drop a crashed one (its session timeout) first.
                     if batch:
                         self._process(consumer, producer, batch)
                     last_records = time.monotonic()
@@ -232,7 +267,22 @@ class StreamWorker:
         from kafka.errors import KafkaError
 
         try:
-            return dict(consumer.poll(timeout_ms=timeout_ms, max_records=self.scfg.batch_size))
+            batch: dict[Any, list[Any]] = {}
+            count, wait = 0, timeout_ms
+            # One fetch response holds a few hundred records at most; top the batch up from
+            # what is already buffered (no waiting) so a batch is one Redis pipeline and one
+            # commit for up to `batch_size` records.
+            for _ in range(8):
+                got = consumer.poll(timeout_ms=wait, max_records=self.scfg.batch_size - count)
+                if not got:
+                    break
+                for tp, records in got.items():
+                    batch.setdefault(tp, []).extend(records)
+                    count += len(records)
+                if count >= self.scfg.batch_size:
+                    break
+                wait = 0
+            return batch
         except KafkaError as exc:
             # e.g. a group join racing a rebalance: the next poll rejoins.
             logger.warning("poll failed worker=%s: %s: %s", self.worker_id,
@@ -242,7 +292,6 @@ class StreamWorker:
 
     def _process(self, consumer: Any, producer: Any, batch: dict[Any, list[Any]]) -> None:
         started = time.perf_counter()
-        self._revoked.clear()
         domains = self._domains()
         valid: list[tuple[Any, Event]] = []
         dead: list[tuple[Any, Any, str]] = []
@@ -380,11 +429,23 @@ class StreamWorker:
 
     def _on_revoked(self, revoked: set[Any]) -> None:
         self._revoked |= revoked
+        self._rebalancing = True
         self._rebalanced_at = time.monotonic()
         logger.info("partitions revoked worker=%s partitions=%s", self.worker_id,
                     ",".join(sorted(_tp_name(tp) for tp in revoked)) or "-")  # fmt: skip
-        if self._consumer is not None and any(tp in revoked for tp in self._uncommitted):
-            self._commit(self._consumer)
+        written = {tp: off for tp, off in self._uncommitted.items() if tp in revoked}
+        if self._consumer is not None and written:
+            # Rebalance callbacks may run on kafka-python's network thread, where a blocking
+            # commit is not allowed: send it asynchronously. Should it not land, the next owner
+            # replays those records and the idempotent writes absorb them.
+            from kafka.structs import OffsetAndMetadata
+
+            try:
+                self._consumer.commit_async(
+                    {tp: OffsetAndMetadata(off, "", -1) for tp, off in written.items()}
+                )
+            except Exception as exc:  # the group is mid-rebalance; see above
+                logger.warning("commit on revoke failed worker=%s: %s", self.worker_id, exc)
         for tp in revoked:
             self._uncommitted.pop(tp, None)
 
