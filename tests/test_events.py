@@ -79,4 +79,4 @@ def test_error_carries_where_the_record_came_from() -> None:
 
 def test_event_lines_skip_blanks_and_keep_line_numbers(tmp_path: Path) -> None:
     lines = ["", json.dumps(GOOD), "   ", "{bad"]
-    assert list(read_event_lines(lines, "f")) == [(2, json.dumps(GOOD)), (4, "{bad")]
+    assert list(read_event_lines(lines)) == [(2, json.dumps(GOOD)), (4, "{bad")]

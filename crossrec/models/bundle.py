@@ -29,11 +29,8 @@ def checkpoint_dirs(path: str | Path) -> dict[str, Path]:
     root = Path(path).expanduser()
     if (root / MANIFEST_FILE).is_file():
         return {"": root}
-    found = (
-        {p.name: p for p in sorted(root.iterdir()) if (p / MANIFEST_FILE).is_file()}
-        if (root.is_dir())
-        else {}
-    )
+    children = sorted(root.iterdir()) if root.is_dir() else []
+    found = {p.name: p for p in children if (p / MANIFEST_FILE).is_file()}
     if not found:
         raise CrossRecError(
             f"{root} is not a model version: no {MANIFEST_FILE} in it or in its subfolders "

@@ -280,7 +280,6 @@ class EventProducer:
             self._producer = KafkaProducer(**opts)
         except Exception as exc:  # kafka-python raises several types for an unreachable broker
             raise StreamError(f"cannot connect to Kafka at {cfg.bootstrap_servers}: {exc}") from exc
-        self.sent = 0
 
     def send(self, event: Event, topic: str | None = None) -> Any:
         """Queues ``event``; returns kafka-python's future."""
@@ -294,7 +293,6 @@ class EventProducer:
         partition: int | None = None,
     ) -> Any:
         """Queues bytes as they are (replaying recorded records, or testing the DLQ)."""
-        self.sent += 1
         return self._producer.send(
             topic or self.cfg.topic, value=value, key=key, partition=partition
         )
@@ -320,7 +318,7 @@ class EventProducer:
 
 
 # --------------------------------------------------------------------------- files
-def read_event_lines(lines: Iterable[str], source: str) -> Iterator[tuple[int, str]]:
+def read_event_lines(lines: Iterable[str]) -> Iterator[tuple[int, str]]:
     """Non-blank lines of a JSON-lines stream with their 1-based numbers."""
     for number, line in enumerate(lines, start=1):
         text = line.strip()
@@ -359,7 +357,7 @@ def produce_lines(
     or is reported through ``on_skip(error)`` and skipped with ``skip_invalid``."""
     report = ProduceReport()
     try:
-        for number, text in read_event_lines(lines, source):
+        for number, text in read_event_lines(lines):
             if raw:
                 producer.send_raw(text.encode("utf-8"))
                 report.sent += 1

@@ -123,15 +123,10 @@ def run_stream(
 
 
 def summarize(reports: list[WorkerReport]) -> str:
-    total = WorkerReport()
-    for r in reports:
-        total.records += r.records
-        total.written += r.written
-        total.duplicates += r.duplicates
-        total.dead_letters += r.dead_letters
-        total.vectors += r.vectors
+    names = ("records", "written", "duplicates", "dead_letters", "vectors")
+    t = {n: sum(getattr(r, n) for r in reports) for n in names}
     return (
-        f"{len(reports)} workers: {total.records:,} records, {total.written:,} events written, "
-        f"{total.duplicates:,} duplicates, {total.dead_letters:,} dead letters, "
-        f"{total.vectors:,} user vectors"
+        f"{len(reports)} workers: {t['records']:,} records, {t['written']:,} events written, "
+        f"{t['duplicates']:,} duplicates, {t['dead_letters']:,} dead letters, "
+        f"{t['vectors']:,} user vectors"
     )

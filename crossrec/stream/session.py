@@ -105,9 +105,9 @@ def run_stream_session(
                             if (h.domain, h.item_id) in model.key_index}  # fmt: skip
                     ids = model.domain_items(target)
                     scores = model.item_matrix(target) @ torch.from_numpy(vec.vector)
-                    for j, g in enumerate(ids.tolist()):
-                        if g in seen:
-                            scores[j] = float("-inf")
+                    scores[torch.isin(ids, torch.tensor(sorted(seen), dtype=ids.dtype))] = float(
+                        "-inf"
+                    )
                     top = ids[scores.topk(k).indices].tolist()
                     for rank, g in enumerate(top, start=1):
                         mark = "  <- in their later history" if g in held_out else ""

@@ -72,7 +72,6 @@ class UserVectorUpdater:
         self._follow = bundle is None
         self._checked_at = 0.0
         self._warned_no_model = False
-        self.totals = UpdateReport()
 
     # ------------------------------------------------------------------ model
     def refresh_model(self, force: bool = False) -> ModelBundle | None:
@@ -117,23 +116,7 @@ class UserVectorUpdater:
         report.vectors = self.store.write_user_vectors(vectors)
         self.store.clear_dirty(claims)
         report.users = len(users)
-        self.totals.users += report.users
-        self.totals.vectors += report.vectors
-        self.totals.new_items += report.new_items
         return report
-
-    def drain(self, max_rounds: int = 1000) -> UpdateReport:
-        """Rounds until no dirty user is due (bounded by ``max_rounds``)."""
-        total = UpdateReport()
-        for _ in range(max_rounds):
-            report = self.run_once()
-            total.users += report.users
-            total.vectors += report.vectors
-            total.new_items += report.new_items
-            total.skipped_no_model = report.skipped_no_model
-            if report.users == 0:
-                break
-        return total
 
     @torch.no_grad()
     def compute(
