@@ -255,11 +255,155 @@ RUNTIME_TRAIN_FIELDS = frozenset(
 )  # fmt: skip
 
 
+class AutoscalingSettings(_Section):
+    """Ray Serve autoscaling of one deployment (passed as its ``autoscaling_config``)."""
+
+    min_replicas: int = Field(1, ge=0, description="Fewest replicas (0 scales to zero).")
+    max_replicas: int = Field(4, ge=1, description="Most replicas.")
+    initial_replicas: int | None = Field(None, ge=0, description="Replicas at deploy time.")
+    target_ongoing_requests: float = Field(
+        8.0, gt=0, description="Ongoing requests per replica the autoscaler aims for."
+    )
+    upscale_delay_s: float = Field(10.0, ge=0, description="How long load must stay high.")
+    downscale_delay_s: float = Field(60.0, ge=0, description="How long load must stay low.")
+
+    @model_validator(mode="after")
+    def _ordered(self) -> AutoscalingSettings:
+        if self.min_replicas > self.max_replicas:
+            raise ValueError(
+                f"min_replicas ({self.min_replicas}) is above max_replicas ({self.max_replicas})"
+            )
+        if self.initial_replicas is not None and not (
+            self.min_replicas <= self.initial_replicas <= self.max_replicas
+        ):
+            raise ValueError("initial_replicas must lie between min_replicas and max_replicas")
+        return self
+
+
+class DeploymentSettings(_Section):
+    """Replicas and resources of one Ray Serve deployment."""
+
+    num_replicas: int | None = Field(
+        1, ge=1, description="Fixed replica count; set to null when `autoscaling` is given."
+    )
+    autoscaling: AutoscalingSettings | None = Field(
+        None, description="Autoscale between min and max replicas instead of a fixed count."
+    )
+    num_cpus: float = Field(
+        0.5, ge=0, description="CPUs per replica (fractions let the app fit on a laptop)."
+    )
+    num_gpus: float = Field(0.0, ge=0, description="GPUs per replica (the encoder runs on it).")
+    memory_gb: float | None = Field(None, gt=0, description="Memory reserved per replica.")
+    max_ongoing_requests: int = Field(
+        64, ge=1, description="Requests one replica works on at once (queueing beyond that)."
+    )
+    torch_threads: int | None = Field(
+        1, ge=1, description="torch intra-op threads per replica; null keeps torch's default."
+    )
+
+    @model_validator(mode="before")
+    @classmethod
+    def _autoscaling_replaces_count(cls, data: Any) -> Any:
+        # Ray's rule: num_replicas is not allowed when autoscaling_config is provided. Giving
+        # `autoscaling` alone switches the default fixed count off.
+        if isinstance(data, dict) and data.get("autoscaling") is not None:
+            if data.get("num_replicas") not in (None, "auto"):
+                raise ValueError("num_replicas is not allowed when autoscaling is provided")
+            data = {**data, "num_replicas": None}
+        return data
+
+    @model_validator(mode="after")
+    def _has_replicas(self) -> DeploymentSettings:
+        if self.num_replicas is None and self.autoscaling is None:
+            raise ValueError("give num_replicas or autoscaling")
+        return self
+
+    def ray_options(self) -> dict[str, Any]:
+        """Keyword arguments for ``Deployment.options``."""
+        actor: dict[str, Any] = {"num_cpus": self.num_cpus}
+        if self.num_gpus:
+            actor["num_gpus"] = self.num_gpus
+        if self.memory_gb:
+            actor["memory"] = int(self.memory_gb * 2**30)
+        options: dict[str, Any] = {
+            "ray_actor_options": actor,
+            "max_ongoing_requests": self.max_ongoing_requests,
+        }
+        if self.autoscaling is not None:
+            options["autoscaling_config"] = self.autoscaling.model_dump(exclude_none=True)
+        else:
+            options["num_replicas"] = self.num_replicas
+        return options
+
+
+class EncoderDeploymentSettings(DeploymentSettings):
+    """The text encoder deployment: requests are batched by ``@serve.batch``."""
+
+    max_batch_size: int = Field(32, ge=1, description="Texts encoded in one forward pass.")
+    batch_wait_timeout_s: float = Field(
+        0.005, ge=0, description="How long a batch waits to fill before it runs."
+    )
+
+    @model_validator(mode="after")
+    def _room_for_a_batch(self) -> EncoderDeploymentSettings:
+        if self.max_ongoing_requests < self.max_batch_size:
+            raise ValueError(
+                f"max_ongoing_requests ({self.max_ongoing_requests}) is below max_batch_size "
+                f"({self.max_batch_size}): a batch could never fill"
+            )
+        return self
+
+
 class ServeConfig(_Section):
-    host: str = "127.0.0.1"
-    port: int = Field(8000, ge=1, le=65535)
+    """The HTTP API on Ray Serve (`crossrec serve`, `serving.app:build_app`)."""
+
+    host: str = Field("127.0.0.1", description="Address the Serve HTTP proxy listens on.")
+    port: int = Field(8000, ge=1, le=65535, description="Port of the Serve HTTP proxy.")
+    route_prefix: str = Field("/", pattern=r"^/", description="Where the API is mounted.")
+    app_name: str = Field("crossrec", min_length=1, description="Serve application name.")
+    ray_address: str | None = Field(
+        None, description="'auto', 'ray://HOST:10001' or None to start a local Ray."
+    )
     max_k: int = Field(200, ge=1, description="Largest `k` a request may ask for.")
-    api_key: str | None = Field(None, description="Required on write endpoints when set.")
+    default_k: int = Field(10, ge=1, description="`k` when a request gives none.")
+    api_key: str | None = Field(
+        None,
+        description="Required (header X-API-Key or Authorization: Bearer) on write endpoints "
+        "when set; CROSSREC_API_KEY also sets it.",
+    )
+    max_body_bytes: int = Field(
+        1_048_576, ge=1024, description="Largest request body; bigger ones get 413."
+    )
+    max_history_items: int = Field(
+        500, ge=1, description="Most history items an inline (cold-start) request may carry."
+    )
+    max_text_chars: int = Field(
+        4000, ge=1, description="Longest query or item text a request may carry."
+    )
+    max_events_per_request: int = Field(1000, ge=1, description="Most events one POST carries.")
+    rank: bool = Field(True, description="Re-rank retrieved candidates with the ranker.")
+    index: Literal["exact", "ivf"] = Field(
+        "exact", description="Item index: exact inner product, or IVF for large catalogues."
+    )
+    ivf_nlist: int = Field(256, ge=1, description="IVF cells (index=ivf).")
+    ivf_nprobe: int = Field(16, ge=1, description="IVF cells probed per query (index=ivf).")
+    model_check_s: float = Field(
+        2.0, gt=0, description="How often replicas look for a new current model version."
+    )
+    new_items_check_s: float = Field(
+        0.5, gt=0, description="How often replicas pick up items other replicas added."
+    )
+    request_timeout_s: float = Field(
+        30.0, gt=0, description="Serve's HTTP request timeout (the proxy answers 408 after it)."
+    )
+    encoder: EncoderDeploymentSettings = Field(default_factory=EncoderDeploymentSettings)
+    recommender: DeploymentSettings = Field(default_factory=DeploymentSettings)
+
+    @model_validator(mode="after")
+    def _k_bounds(self) -> ServeConfig:
+        if self.default_k > self.max_k:
+            raise ValueError(f"default_k ({self.default_k}) is above max_k ({self.max_k})")
+        return self
 
 
 EventTypeName = Literal["view", "click", "purchase", "rating"]

@@ -125,3 +125,30 @@ class StreamError(CrossRecError):
 
 class EmbeddedServiceError(CrossRecError):
     """An embedded service (redis-server, the Kafka-protocol broker) cannot be started."""
+
+
+class RequestError(CrossRecError):
+    """A recommendation request cannot be answered as asked: an HTTP handler turns it into a
+    4xx JSON error with ``status`` and ``code``.
+
+    Args:
+        status: the HTTP status (404 unknown user or item, 422 invalid value, ...).
+        code: a stable machine-readable code (``unknown_user``, ``unknown_domain``, ...).
+        message: what was wrong, naming the field or id.
+        field: the request field at fault, when there is one (``history[3].item_id``).
+    """
+
+    def __init__(self, status: int, code: str, message: str, field: str | None = None) -> None:
+        self.status = status
+        self.code = code
+        self.message = message
+        self.field = field
+        super().__init__(f"{code}: {message}")
+
+    def __reduce__(self) -> tuple[type[RequestError], tuple[int, str, str, str | None]]:
+        return (type(self), (self.status, self.code, self.message, self.field))
+
+
+class ServiceUnavailableError(CrossRecError):
+    """A part the request needs (model, feature store, event stream, encoder) is not ready;
+    HTTP 503, the client may retry."""

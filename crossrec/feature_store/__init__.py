@@ -5,6 +5,7 @@ from crossrec.feature_store.base import (
     HistoryEntry,
     ModelPointer,
     NewItem,
+    UserState,
     UserVector,
     WriteResult,
 )
@@ -16,6 +17,7 @@ __all__ = [
     "ModelPointer",
     "NewItem",
     "RedisFeatureStore",
+    "UserState",
     "UserVector",
     "WriteResult",
 ]

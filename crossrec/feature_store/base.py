@@ -45,6 +45,21 @@ class UserVector:
 
 
 @dataclass(frozen=True)
+class UserState:
+    """What serving reads for one request: the user's event counter, their history across
+    domains (oldest first) and their stored vector for the requested domain, if any."""
+
+    user_id: str
+    seq: int
+    history: list[HistoryEntry]
+    vector: UserVector | None
+
+    @property
+    def known(self) -> bool:
+        return self.seq > 0 or bool(self.history)
+
+
+@dataclass(frozen=True)
 class ModelPointer:
     """The current model version and where its checkpoint lives."""
 
@@ -103,6 +118,11 @@ class FeatureStore(abc.ABC):
 
     @abc.abstractmethod
     def user_vector(self, user_id: str, domain: str) -> UserVector | None: ...
+
+    @abc.abstractmethod
+    def user_state(self, user_id: str, domains: Sequence[str], vector_domain: str) -> UserState:
+        """History across ``domains`` and the stored vector for ``vector_domain``, read in one
+        round trip (the serving path)."""
 
     # ---------------------------------------------------------------- dirty users
     @abc.abstractmethod

@@ -49,6 +49,7 @@ from crossrec.feature_store.base import (
     HistoryEntry,
     ModelPointer,
     NewItem,
+    UserState,
     UserVector,
     WriteResult,
 )
@@ -381,6 +382,27 @@ class RedisFeatureStore(FeatureStore):
     def user_vector(self, user_id: str, domain: str) -> UserVector | None:
         key = self.user_key(user_id, f"v:{domain}")
         row = self._call("user_vector", lambda: self.client.hgetall(key))
+        return self._vector(user_id, domain, row)
+
+    def user_state(self, user_id: str, domains: Sequence[str], vector_domain: str) -> UserState:
+        def run() -> list[Any]:
+            pipe = self.client.pipeline(transaction=False)
+            pipe.get(self.user_key(user_id, "seq"))
+            for d in domains:
+                pipe.zrange(self.user_key(user_id, f"h:{d}"), 0, -1, withscores=True)
+            pipe.hgetall(self.user_key(user_id, f"v:{vector_domain}"))
+            return list(pipe.execute())
+
+        replies = self._call("user_state", run)
+        entries: list[HistoryEntry] = []
+        for d, rows in zip(domains, replies[1:-1], strict=True):
+            entries += self._entries(rows, d)
+        entries.sort(key=lambda h: (h.timestamp, h.event_id))
+        vector = self._vector(user_id, vector_domain, replies[-1])
+        return UserState(user_id, int(replies[0] or 0), entries, vector)
+
+    @staticmethod
+    def _vector(user_id: str, domain: str, row: dict[bytes, bytes]) -> UserVector | None:
         if not row:
             return None
         return UserVector(

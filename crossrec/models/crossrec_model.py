@@ -238,6 +238,10 @@ class CrossRecModel(nn.Module):
 
     def add_items(self, domain: str, item_ids: Sequence[str], texts: Sequence[str]) -> torch.Tensor:
         """Adds never-seen items from their text alone; returns their global indices."""
+        self._check_new_items(domain, item_ids, texts)
+        return self.add_item_vectors(domain, item_ids, texts, self.encode_text(texts))
+
+    def _check_new_items(self, domain: str, item_ids: Sequence[str], texts: Sequence[str]) -> None:
         if domain not in self.domain_index:
             raise CrossRecError(f"unknown domain {domain!r}; known: {', '.join(self.domains)}")
         if len(item_ids) != len(texts):
@@ -247,13 +251,45 @@ class CrossRecModel(nn.Module):
         clash = [i for i in item_ids if (domain, i) in self.key_index]
         if clash:
             raise CrossRecError(f"items already in domain {domain!r}: {clash[:5]}")
-        vectors = self.encode_text(texts)
-        ids = self.item_tower.add_items(vectors, self.domain_index[domain], texts)
+
+    def add_item_vectors(
+        self,
+        domain: str,
+        item_ids: Sequence[str],
+        texts: Sequence[str],
+        text_vectors: torch.Tensor,
+    ) -> torch.Tensor:
+        """Adds never-seen items whose encoder outputs are already computed (by a serving
+        encoder replica, say); returns their global indices."""
+        self._check_new_items(domain, item_ids, texts)
+        if text_vectors.shape != (len(item_ids), self.item_tower.text_vectors.shape[1]):
+            raise CrossRecError(
+                f"text vectors of shape {tuple(text_vectors.shape)} for {len(item_ids)} items; "
+                f"expected width {self.item_tower.text_vectors.shape[1]}"
+            )
+        ids = self.item_tower.add_items(text_vectors, self.domain_index[domain], texts)
         for gid, item_id in zip(ids.tolist(), item_ids, strict=True):
             self.item_keys.append((domain, item_id))
             self.key_index[(domain, item_id)] = gid
         self.invalidate_item_cache()
         return ids
+
+    def set_item_text(self, gid: int, text: str, text_vector: torch.Tensor) -> None:
+        """Replaces the text (and its encoder output) of an item already in the catalogue."""
+        tower = self.item_tower
+        with torch.no_grad():
+            tower.text_vectors[gid] = text_vector.to(tower.text_vectors)
+        tower.texts[gid] = text
+        self.invalidate_item_cache()
+
+    @torch.no_grad()
+    def text_item_vectors(self, text_vectors: torch.Tensor, domain: str) -> torch.Tensor:
+        """Unit-norm vectors of texts as if they described items of ``domain`` (what the item
+        tower gives a new item of that text, without adding it)."""
+        tower = self.item_tower
+        dom = torch.full((text_vectors.shape[0],), self.domain_index[domain], device=self.device)
+        vectors = tower.represent(text_vectors.to(self.device).float()) + tower.domain_emb(dom)
+        return nn.functional.normalize(vectors, dim=-1)
 
     # ------------------------------------------------------------------ artifacts
     def fingerprint(self) -> str:

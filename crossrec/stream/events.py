@@ -23,7 +23,7 @@ import math
 import os
 import sys
 import time
-from collections.abc import Collection, Iterable, Iterator
+from collections.abc import Collection, Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any, Literal
@@ -179,7 +179,7 @@ def parse_event(
     except ValidationError:
         pass
     else:
-        _check_context(event, domains, max_future_skew_s, now)
+        check_event_context(event, domains, max_future_skew_s, now)
         return event
     try:
         obj = json.loads(data)
@@ -197,16 +197,18 @@ def parse_event(
         event = Event.model_validate(obj)
     except ValidationError as exc:
         raise EventError(_describe(exc)) from None
-    _check_context(event, domains, max_future_skew_s, now)
+    check_event_context(event, domains, max_future_skew_s, now)
     return event
 
 
-def _check_context(
+def check_event_context(
     event: Event,
     domains: Collection[str] | None,
     max_future_skew_s: float | None,
     now: float | None,
 ) -> None:
+    """The checks that need more than the event itself: a known domain, a timestamp not too
+    far in the future. Raises :class:`EventError` naming the field."""
     if domains is not None and event.domain not in domains:
         raise EventError(
             f"field 'domain': unknown domain {event.domain!r}; known: {', '.join(sorted(domains))}"
@@ -296,6 +298,19 @@ class EventProducer:
         return self._producer.send(
             topic or self.cfg.topic, value=value, key=key, partition=partition
         )
+
+    def send_all(self, events: Sequence[Event], timeout: float = 30.0) -> None:
+        """Sends ``events`` and waits until Kafka acknowledged every one; raises
+        :class:`StreamError` naming the first that was not."""
+        futures = [self.send(e) for e in events]
+        self.flush(timeout)
+        for event, future in zip(events, futures, strict=True):
+            try:
+                future.get(timeout=timeout)
+            except Exception as exc:
+                raise StreamError(
+                    f"event {event.event_id!r} not acknowledged by Kafka: {exc}"
+                ) from exc
 
     def flush(self, timeout: float | None = 30.0) -> None:
         try:

@@ -1,0 +1,122 @@
+"""Starting the Serve application: `serve_app` (a context manager for tests, the demo and the
+benchmark) and `run_server` (`crossrec serve`: embedded services when none are configured, a
+local stream worker, the app, and a wait until Ctrl-C)."""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+import time
+import urllib.error
+import urllib.request
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
+from pathlib import Path
+
+from crossrec.config import CrossRecConfig
+from crossrec.errors import CrossRecError
+from crossrec.feature_store.redis_store import RedisFeatureStore
+from crossrec.ray_runtime import ray_session
+from crossrec.stream.runner import publish_model, stop_on_signals
+from crossrec.stream.services import stream_services
+
+logger = logging.getLogger(__name__)
+
+
+def base_url(cfg: CrossRecConfig) -> str:
+    host = "127.0.0.1" if cfg.serve.host in ("0.0.0.0", "::") else cfg.serve.host  # noqa: S104
+    return f"http://{host}:{cfg.serve.port}{cfg.serve.route_prefix.rstrip('/')}"
+
+
+def wait_ready(url: str, timeout_s: float = 300.0) -> dict[str, object]:
+    """Polls ``url/v1/readyz`` until it answers 200; returns its body."""
+    deadline = time.monotonic() + timeout_s
+    last = "no answer"
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(f"{url}/v1/readyz", timeout=5) as reply:  # noqa: S310
+                return dict(json.loads(reply.read()))
+        except urllib.error.HTTPError as exc:
+            last = f"HTTP {exc.code}: {exc.read()[:200]!r}"
+        except (urllib.error.URLError, OSError) as exc:
+            last = str(exc)
+        time.sleep(0.25)
+    raise CrossRecError(f"the API at {url} was not ready within {timeout_s:.0f}s ({last})")
+
+
+@contextmanager
+def serve_app(
+    cfg: CrossRecConfig, checkpoint: str | Path | None = None, *, ready_timeout_s: float = 300.0
+) -> Iterator[str]:
+    """Runs the app on Ray Serve (a local Ray unless ``serve.ray_address``) and yields its base
+    URL once ready; deletes the app and stops Serve on exit."""
+    from ray import serve
+
+    from serving.app import build_application
+
+    with ray_session(cfg.serve.ray_address):
+        serve.start(http_options={"host": cfg.serve.host, "port": cfg.serve.port,
+                                  "request_timeout_s": cfg.serve.request_timeout_s})  # fmt: skip
+        try:
+            app = build_application(cfg, str(checkpoint) if checkpoint else None)
+            serve.run(app, name=cfg.serve.app_name, route_prefix=cfg.serve.route_prefix)
+            url = base_url(cfg)
+            wait_ready(url, ready_timeout_s)
+            yield url
+        finally:
+            serve.shutdown()
+
+
+def run_server(
+    cfg: CrossRecConfig,
+    checkpoint: str | Path | None,
+    *,
+    exit_after_s: float | None = None,
+    stream: bool = True,
+    echo: Callable[[str], None] = print,
+) -> None:
+    """`crossrec serve`: publishes ``checkpoint`` as the current version, serves until Ctrl-C
+    (or ``exit_after_s``). With ``stream``, a consumer worker in this process stores the events
+    the API ingests, so the full path works on one machine."""
+    from crossrec.stream.worker import StreamWorker
+
+    with stream_services(cfg) as services:
+        cfg = services.cfg
+        for line in services.describe():
+            echo(line)
+        store = RedisFeatureStore.from_config(cfg.feature_store)
+        try:
+            if checkpoint is not None:
+                pointer = publish_model(store, checkpoint)
+            elif (found := store.current_model()) is not None:
+                pointer = found
+            else:
+                raise CrossRecError(
+                    "no model version to serve: give --checkpoint DIR (a checkpoint or "
+                    "RUN/models/), or publish one to the feature store first"
+                )
+        finally:
+            store.close()
+        echo(f"current model version {pointer.version} ({pointer.uri})")
+        worker = StreamWorker(cfg) if stream else None
+        thread = None
+        if worker is not None:
+            thread = threading.Thread(target=worker.run, daemon=True, name="serve-stream-worker")
+            thread.start()
+            echo(f"stream worker consuming {cfg.stream.topic} (group {cfg.stream.group_id})")
+        stop = threading.Event()
+        try:
+            echo("starting Ray Serve (encoder + recommender deployments) ...")
+            with serve_app(cfg, pointer.uri) as url, stop_on_signals(stop.set):
+                echo(f"serving crossrec at {url}  (OpenAPI: {url}/docs, {url}/openapi.json)")
+                echo(f"  try: curl '{url}/v1/model'")
+                echo(
+                    "Ctrl-C stops" + (f"; exiting after {exit_after_s:g}s" if exit_after_s else "")
+                )
+                stop.wait(exit_after_s)
+                echo("stopping ...")
+        finally:
+            if worker is not None and thread is not None:
+                worker.stop()
+                thread.join(60)
