@@ -418,6 +418,48 @@ def stream(
     typer.echo(summarize(reports))
 
 
+@app.command()
+@handle_errors
+def serve(
+    checkpoint: Annotated[
+        Path | None,
+        typer.Option(
+            help="Model version to serve (a checkpoint or RUN/models/); published as current. "
+            "Default: the feature store's current version."
+        ),
+    ] = None,
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    port: Annotated[
+        int | None, typer.Option(min=1, max=65535, help="HTTP port (default: serve.port).")
+    ] = None,
+    stream: Annotated[
+        bool,
+        typer.Option(
+            "--stream/--no-stream",
+            help="Also run a stream consumer in this process, so events posted to /v1/events "
+            "reach the feature store.",
+        ),
+    ] = True,
+    exit_after: Annotated[
+        float | None,
+        typer.Option(min=0, help="Stop after this many seconds (default: run until Ctrl-C)."),
+    ] = None,
+) -> None:
+    """Serve recommendations over HTTP on Ray Serve (encoder + recommender deployments).
+
+    Starts a local Ray (or joins serve.ray_address), deploys the app, prints its URL and stays
+    up until Ctrl-C. Without stream.bootstrap_servers / feature_store.url an embedded
+    Kafka-protocol broker and redis-server are started for the run (one machine only). The API
+    is documented at URL/docs; `serve deploy cluster/serve_config.yaml` deploys the same app."""
+    from serving.launcher import run_server
+
+    cfg = _load(config, set_)
+    if port is not None:
+        cfg.serve.port = port
+    run_server(cfg, checkpoint, exit_after_s=exit_after, stream=stream, echo=typer.echo)
+
+
 @events_app.command("produce")
 @handle_errors
 def events_produce(
