@@ -393,6 +393,13 @@ class ServeConfig(_Section):
     new_items_check_s: float = Field(
         0.5, gt=0, description="How often replicas pick up items other replicas added."
     )
+    haproxy: bool = Field(
+        False,
+        description="Ray Serve's HAProxy ingress straight to the replicas (sets "
+        "RAY_SERVE_ENABLE_HA_PROXY=1 and RAY_SERVE_THROUGHPUT_OPTIMIZED=1 for a local Ray; set "
+        "them in the cluster's environment otherwise). Several times the default proxy's "
+        "throughput; replica ports then listen on all interfaces.",
+    )
     request_timeout_s: float = Field(
         30.0, gt=0, description="Serve's HTTP request timeout (the proxy answers 408 after it)."
     )

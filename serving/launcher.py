@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 import threading
 import time
 import urllib.error
@@ -22,6 +23,10 @@ from crossrec.stream.runner import publish_model, stop_on_signals
 from crossrec.stream.services import stream_services
 
 logger = logging.getLogger(__name__)
+
+# Ray Serve's HAProxy ingress (direct to replicas) and its throughput-optimised settings; read
+# by every Ray process at start, so they must be in the environment before Ray starts.
+HAPROXY_ENV = {"RAY_SERVE_ENABLE_HA_PROXY": "1", "RAY_SERVE_THROUGHPUT_OPTIMIZED": "1"}
 
 
 def base_url(cfg: CrossRecConfig) -> str:
@@ -51,10 +56,18 @@ def serve_app(
 ) -> Iterator[str]:
     """Runs the app on Ray Serve (a local Ray unless ``serve.ray_address``) and yields its base
     URL once ready; deletes the app and stops Serve on exit."""
+    import ray
     from ray import serve
 
     from serving.app import build_application
 
+    if cfg.serve.haproxy:
+        if ray.is_initialized() or cfg.serve.ray_address:
+            logger.warning("serve.haproxy needs RAY_SERVE_ENABLE_HA_PROXY=1 and "
+                           "RAY_SERVE_THROUGHPUT_OPTIMIZED=1 in the Ray cluster's environment "
+                           "(crossrec sets them only for a Ray it starts)")  # fmt: skip
+        else:
+            os.environ.update(HAPROXY_ENV)
     with ray_session(cfg.serve.ray_address):
         serve.start(http_options={"host": cfg.serve.host, "port": cfg.serve.port,
                                   "request_timeout_s": cfg.serve.request_timeout_s})  # fmt: skip
