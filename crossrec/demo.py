@@ -2,8 +2,9 @@
 
 Today: synthetic world -> split -> baselines -> the cross-domain model trained on Ray Train
 (2 CPU workers on a local Ray: pretrain on the source domain, adapt to the target, evaluate) ->
-evaluation table -> a scripted session of user events streamed through the embedded Kafka-protocol
-broker and Redis, showing the user's state change. Serving extends it later.
+evaluation table -> the model served on Ray Serve, and a scripted session of user events streamed
+through the embedded Kafka-protocol broker and Redis, with the user's recommendations asked from
+the HTTP API before and after, a cold-start query and a new item added through the API.
 """
 
 from __future__ import annotations
@@ -74,8 +75,8 @@ def run_demo(cfg: CrossRecConfig, echo: Callable[[str], None] = print) -> list[E
                 )
             )
     echo("")
-    echo(f"[6/{total}] streaming a scripted session: embedded Kafka-protocol broker -> consumer "
-         "worker -> embedded Redis -> user vector")  # fmt: skip
+    echo(f"[6/{total}] serving and streaming: Ray Serve API; embedded Kafka-protocol broker -> "
+         "consumer worker -> embedded Redis -> user vector -> next request")  # fmt: skip
     from crossrec.stream.session import run_stream_session
 
     run_stream_session(cfg, dataset, models_dir, echo)

@@ -85,3 +85,26 @@ def test_stream_benchmark_writes_its_json(
     assert result["events_per_s_per_worker"] > 0
     assert 0 < result["freshness_ms"]["p50"] <= result["freshness_ms"]["p99"]
     assert "| events/s per worker" in capsys.readouterr().out
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_serving_benchmark_writes_its_rows(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "serving.json"
+    code = _module("serving").main(
+        ["--clients", "1,2", "--seconds", "1", "--json", str(out),
+         "--set", "serve.haproxy=false", "--set", "serve.recommender.num_replicas=1",
+         "--set", "data.synthetic.num_users=150"]
+    )  # fmt: skip
+    assert code == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert {(r["mode"], r["clients"]) for r in rows} == {
+        (m, c) for m in ("serve", "in_process") for c in (1, 2)
+    }
+    for row in rows:
+        assert row["requests"] > 0
+        assert 0 < row["p50_ms"] <= row["p95_ms"] <= row["p99_ms"]
+        assert row["qps"] > 0
+    assert "serve/in-process p50" in capsys.readouterr().out

@@ -121,6 +121,14 @@ def test_demo_runs_on_a_small_world(tmp_path: Path) -> None:
     # The streamed session reached the user's vector twice and dead-lettered the bad event.
     assert result.output.count("events stored, vector by m-") == 2
     assert "(1 dead letter)" in result.output
+    # ... and the served model answered over HTTP before and after the events.
+    assert "demo-user is unknown to the API (404)" in result.output
+    assert (
+        result.output.count("GET /v1/users/demo-user/recommendations?domain=films (model m-") == 2
+    )
+    assert "PUT /v1/items/films/demo-new-1 -> 201" in result.output
+    similar = next(line for line in result.output.splitlines() if "similar to" in line)
+    assert "(demo-new-1)" in similar
     (model_dir,) = tmp_path.glob("demo-*/models/films")
     assert (model_dir / "manifest.json").is_file()
 

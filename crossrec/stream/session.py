@@ -1,13 +1,20 @@
-"""A scripted session through the real stream path, for the demo: events for one user go
-through the (embedded) Kafka-protocol broker, a consumer worker, the Redis feature store and the
-update trigger, and the user's stored state is shown after each step."""
+"""A scripted session through the real stream and serving paths, for the demo: the trained
+model is served on Ray Serve; events for one user go through the (embedded) Kafka-protocol
+broker, a consumer worker, the Redis feature store and the update trigger; after each step the
+user's recommendations are asked from the HTTP API. A cold-start query and a new item added
+through the API show serving from text alone."""
 
 from __future__ import annotations
 
+import json
 import threading
 import time
+import urllib.error
+import urllib.request
 from collections.abc import Callable
+from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -34,14 +41,29 @@ def _pick_user(dataset: CrossDomainDataset, source: str, target: str) -> str:
     return best
 
 
+def call_api(url: str, method: str, path: str, body: Any = None) -> tuple[int, Any]:
+    """One JSON request to the API (stdlib only); returns the status and the decoded body."""
+    data = None if body is None else json.dumps(body).encode()
+    headers = {"content-type": "application/json"} if data is not None else {}
+    request = urllib.request.Request(url + path, data=data, method=method, headers=headers)  # noqa: S310
+    try:
+        with urllib.request.urlopen(request, timeout=60) as reply:  # noqa: S310
+            return reply.status, json.loads(reply.read())
+    except urllib.error.HTTPError as exc:
+        return exc.code, json.loads(exc.read() or b"{}")
+
+
 def run_stream_session(
     cfg: CrossRecConfig,
     dataset: CrossDomainDataset,
     models_dir: str | Path,
     echo: Callable[[str], None] = print,
     k: int = 5,
+    *,
+    serve: bool = True,
 ) -> dict[str, int]:
-    """Streams a scripted session and prints the user's state and recommendations."""
+    """Serves the model, streams a scripted session and prints the user's recommendations as
+    the API answers them. ``serve=False`` skips Ray Serve and ranks with the stored vector."""
     bundle = ModelBundle.load(models_dir)
     target = sorted(bundle.models)[0]
     model = bundle.models[target]
@@ -54,7 +76,7 @@ def run_stream_session(
         if domain in by_domain:
             by_domain[domain].append(g)
     books, films = by_domain[source][:6], by_domain[target]
-    shown, held_out = films[:2], set(films[2:])
+    shown, held_out = films[:2], {dataset.items[g].item_id for g in films[2:]}
     user = "demo-user"
 
     cfg = cfg.model_copy(deep=True)
@@ -72,8 +94,18 @@ def run_stream_session(
         thread = threading.Thread(target=worker.run, daemon=True, name="demo-stream-worker")
         thread.start()
         counter = {"n": 0}
+        serving: AbstractContextManager[str | None] = nullcontext(None)
+        if serve:
+            from crossrec.embedded import free_port
+            from serving.launcher import serve_app
+
+            cfg.serve.port = free_port()
+            echo("       starting Ray Serve: encoder + recommender deployments ...")
+            serving = serve_app(cfg, models_dir)
         try:
-            with EventProducer(cfg.stream, linger_ms=0) as producer:
+            with serving as url, EventProducer(cfg.stream, linger_ms=0) as producer:
+                if url is not None:
+                    echo(f"       serving at {url} (OpenAPI at {url}/docs)")
 
                 def send(items: list[int], kind: str) -> float:
                     sent = time.perf_counter()
@@ -85,6 +117,14 @@ def run_stream_session(
                                             timestamp=time.time()))  # fmt: skip
                     producer.flush()
                     return sent
+
+                def top_items(vector: Any, seen: set[str]) -> list[tuple[str, str]]:
+                    ids = model.domain_items(target)
+                    scores = model.item_matrix(target) @ torch.from_numpy(vector)
+                    order = scores.argsort(descending=True).tolist()
+                    keys = [model.item_keys[int(ids[i])][1] for i in order]
+                    return [(i, dataset.items[dataset.item_index[(target, i)]].title)
+                            for i in keys if i not in seen][:k]  # fmt: skip
 
                 def show(step: str, sent: float) -> None:
                     deadline = time.monotonic() + 120
@@ -101,29 +141,55 @@ def run_stream_session(
                         f"       after {step}: {len(history)} events stored, vector by "
                         f"{vec.model_version}, fresh {fresh_ms:.0f} ms after the send"
                     )
-                    seen = {model.key_index[(h.domain, h.item_id)] for h in history
-                            if (h.domain, h.item_id) in model.key_index}  # fmt: skip
-                    ids = model.domain_items(target)
-                    scores = model.item_matrix(target) @ torch.from_numpy(vec.vector)
-                    scores[torch.isin(ids, torch.tensor(sorted(seen), dtype=ids.dtype))] = float(
-                        "-inf"
-                    )
-                    top = ids[scores.topk(k).indices].tolist()
-                    for rank, g in enumerate(top, start=1):
-                        mark = "  <- in their later history" if g in held_out else ""
-                        echo(f"         {rank}. {dataset.items[g].title}{mark}")
+                    if url is None:
+                        seen = {h.item_id for h in history if h.domain == target}
+                        items = top_items(vec.vector, seen)
+                    else:
+                        status, body = call_api(
+                            url, "GET", f"/v1/users/{user}/recommendations?domain={target}&k={k}"
+                        )
+                        if status != 200:
+                            raise CrossRecError(f"the API answered {status}: {body}")
+                        echo(f"       GET /v1/users/{user}/recommendations?domain={target} "
+                             f"(model {body['model_version']}, user vector "
+                             f"{body['user_vector']}):")  # fmt: skip
+                        items = [(i["item_id"], i["text"]) for i in body["items"]]
+                    for rank, (item_id, text) in enumerate(items, start=1):
+                        mark = "  <- in their later history" if item_id in held_out else ""
+                        echo(f"         {rank}. {text}{mark}")
 
+                if url is not None:
+                    path = f"/v1/users/{user}/recommendations?domain={target}"
+                    status, _ = call_api(url, "GET", path)
+                    echo(f"       before any event: {user} is unknown to the API ({status})")
+                    query = "a voyage to the stars aboard a starship"
+                    status, body = call_api(url, "POST", "/v1/recommendations",
+                                            {"domain": target, "query": query, "k": 3})  # fmt: skip
+                    echo(f"       cold start from text alone, query {query!r}:")
+                    for rank, item in enumerate(body["items"], start=1):
+                        echo(f"         {rank}. {item['text']}")
                 echo(f"       user {user} replays {real_user}'s first {len(books)} {source} "
                      f"(no {target} yet: cross-domain cold start)")  # fmt: skip
                 show(f"{len(books)} {source} events", send(books, "view"))
                 echo(f"       then {len(shown)} {target}: "
                      + "; ".join(dataset.items[g].title for g in shown))  # fmt: skip
                 show(f"{len(shown)} {target} events", send(shown, "purchase"))
+                if url is not None:
+                    new_title = "Starship Nebula: The Last Voyage"
+                    status, body = call_api(url, "PUT", f"/v1/items/{target}/demo-new-1",
+                                            {"title": new_title,
+                                             "categories": ["Sci-Fi Adventure"]})  # fmt: skip
+                    echo(f"       new item through the API: PUT /v1/items/{target}/demo-new-1 "
+                         f"-> {status} ({body.get('text')})")  # fmt: skip
+                    similar = {"domain": target, "k": 3, "text": "The Last Voyage of the Starship"}
+                    status, body = call_api(url, "POST", "/v1/similar-items", similar)
+                    echo("       similar to 'The Last Voyage of the Starship': " + "; ".join(
+                        f"{i['text']} ({i['item_id']})" for i in body["items"]))  # fmt: skip
                 producer.send_raw(b'{"event_id": "demo-bad", "user_id": 7}', key=b"demo")
                 producer.flush()
-            deadline = time.monotonic() + 60
-            while worker.report.dead_letters < 1 and time.monotonic() < deadline:
-                time.sleep(0.05)
+                deadline = time.monotonic() + 60
+                while worker.report.dead_letters < 1 and time.monotonic() < deadline:
+                    time.sleep(0.05)
             echo(f"       a malformed event went to {cfg.stream.dead_letter_topic} "
                  f"({worker.report.dead_letters} dead letter)")  # fmt: skip
             top_pop = store.popularity(target, 3)
