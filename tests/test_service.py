@@ -1,0 +1,125 @@
+"""`RecommendationService` without Ray or HTTP, on a real redis-server: stored vs recomputed
+user vectors, items shared between replicas through the feature store, and version swaps."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from crossrec.config import CrossRecConfig
+from crossrec.data.dataset import CrossDomainDataset
+from crossrec.embedded import EmbeddedRedis
+from crossrec.errors import RequestError, ServiceUnavailableError
+from crossrec.feature_store.redis_store import RedisFeatureStore
+from crossrec.models.crossrec_model import CrossRecModel
+from crossrec.service.recommendations import RecommendationService
+from crossrec.service.schemas import SimilarItemsRequest
+from crossrec.stream.events import Event
+from crossrec.stream.runner import publish_model
+from crossrec.stream.updates import UserVectorUpdater
+from tests.conftest import SMALL_WORLD, unique
+
+pytestmark = pytest.mark.integration
+
+
+@pytest.fixture(scope="module")
+def version(small_world: CrossDomainDataset, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    cfg = CrossRecConfig()
+    cfg.data.synthetic = SMALL_WORLD
+    torch.manual_seed(0)
+    model = CrossRecModel.for_dataset(small_world, cfg, text_vectors=torch.randn(400, 384))
+    model.target_domain = "films"
+    root = tmp_path_factory.mktemp("service-version")
+    model.save_pretrained(root / "films")
+    return root
+
+
+@pytest.fixture
+def cfg(redis_server: EmbeddedRedis) -> CrossRecConfig:
+    cfg = CrossRecConfig()
+    cfg.feature_store.url = redis_server.url
+    cfg.feature_store.key_prefix = unique("service")
+    return cfg
+
+
+def _service(cfg: CrossRecConfig, version: Path) -> RecommendationService:
+    service = RecommendationService(cfg, RedisFeatureStore.from_config(cfg.feature_store))
+    service.swap(service.load_version(str(version)))
+    return service
+
+
+def test_a_stored_vector_is_used_only_while_it_is_current(
+    cfg: CrossRecConfig, version: Path, small_world: CrossDomainDataset
+) -> None:
+    service = _service(cfg, version)
+    store = service.store
+    with pytest.raises(RequestError, match="no events stored for user 'u-1'"):
+        service.recommend_user("u-1", "films")
+    now = time.time()
+    books = [it for it in small_world.items if it.domain == "books"][:5]
+    store.write_events([Event(event_id=f"s-{n}", user_id="u-1", item_id=it.item_id,
+                              domain="books", event_type="view", timestamp=now - 10 + n)
+                        for n, it in enumerate(books)])  # fmt: skip
+    computed = service.recommend_user("u-1", "films", k=10)
+    assert computed.user_vector == "computed"
+    publish_model(store, version)
+    assert UserVectorUpdater(store, cfg).run_once().vectors == 1
+    stored = service.recommend_user("u-1", "films", k=10)
+    assert stored.user_vector == "stored"
+    assert [i.item_id for i in stored.items] == [i.item_id for i in computed.items]
+    # A newer event makes the stored vector stale: serving recomputes until the trigger runs.
+    store.write_events([Event(event_id="s-new", user_id="u-1", item_id=books[0].item_id,
+                              domain="books", event_type="view", timestamp=now)])  # fmt: skip
+    assert service.recommend_user("u-1", "films").user_vector == "computed"
+
+
+def test_items_added_on_one_replica_reach_the_others_and_new_versions(
+    cfg: CrossRecConfig, version: Path
+) -> None:
+    a, b = _service(cfg, version), _service(cfg, version)
+    text_vector = np.random.default_rng(0).standard_normal(384).astype(np.float32)
+    added = a.upsert_item("films", "fresh-1", "A Brand New Film", text_vector)
+    assert added.created
+    query = SimilarItemsRequest(domain="films", item={"domain": "films", "item_id": "fresh-1"})
+    assert a.similar_items(query).items
+    with pytest.raises(RequestError, match="no item 'fresh-1'"):
+        b.similar_items(query)
+    assert b.sync_new_items() == 1
+    assert b.model.catalogue("films").size == a.model.catalogue("films").size == 161
+    # Same ranking on both replicas.
+    anchor = SimilarItemsRequest(domain="films", item={"domain": "films", "item_id": "f00003"})
+    assert [i.item_id for i in a.similar_items(anchor).items] == [
+        i.item_id for i in b.similar_items(anchor).items
+    ]
+    # A version loaded later (a swap, a new replica) replays the queue.
+    c = _service(cfg, version)
+    assert c.model.item_gid("films", "fresh-1") is not None
+    # Re-texting changes the item in place, everywhere.
+    again = a.upsert_item("films", "fresh-1", "A Renamed Film", text_vector * -1)
+    assert not again.created
+    b.sync_new_items()
+    gid = b.model.item_gid("films", "fresh-1")
+    assert gid is not None
+    assert b.model.model_for("films").item_tower.texts[gid] == "A Renamed Film"
+
+
+def test_requests_finish_on_the_version_they_started_with(
+    cfg: CrossRecConfig, version: Path
+) -> None:
+    service = RecommendationService(cfg, RedisFeatureStore.from_config(cfg.feature_store))
+    with pytest.raises(ServiceUnavailableError, match="no model version loaded"):
+        service.info()
+    first = service.load_version(str(version))
+    service.swap(first)
+    catalogue = service.model.catalogue("films")
+    second = service.load_version(str(version), follows_pointer=False)
+    assert service.swap(second) == first.version
+    # The old snapshot stays whole for a request that still holds it.
+    assert catalogue.size == 160
+    assert service.info().follows_pointer is False
+    with pytest.raises(RequestError, match="k must be between 1 and 200, got 0"):
+        service.check_k(0)
