@@ -49,8 +49,15 @@ def checkpoint_encoder(path: str | Path) -> EncoderConfig:
     return EncoderConfig.model_validate(manifest["config"]["encoder"])
 
 
-def build_application(cfg: CrossRecConfig, checkpoint: str | None = None) -> Application:
-    """The encoder and recommender deployments, bound with ``cfg``'s replica settings."""
+def build_application(
+    cfg: CrossRecConfig,
+    checkpoint: str | None = None,
+    *,
+    user_config: dict[str, Any] | None = None,
+) -> Application:
+    """The encoder and recommender deployments, bound with ``cfg``'s replica settings.
+    ``user_config`` goes to the recommender's ``reconfigure`` (``{"model_uri": DIR}`` pins a
+    version); redeploying with only it changed updates the running replicas in place."""
     encoder_cfg = checkpoint_encoder(checkpoint) if checkpoint else cfg.encoder
     encoder_settings = cfg.serve.encoder
     encoder = (

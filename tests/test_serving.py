@@ -445,6 +445,33 @@ def test_hot_reload_keeps_answering(
     assert client.get("/v1/model").json()["domains"]["films"] == 201
 
 
+def test_reconfigure_pins_a_version_and_releases_it(
+    client: httpx.Client, cfg: CrossRecConfig, versions: dict[str, Path]
+) -> None:
+    """A user_config-only redeploy reconfigures the running replica: pinned to v1 while the
+    store's pointer says v2, then back to following the pointer."""
+    from ray import serve
+
+    from serving.app import build_application
+
+    v1, v2 = version_of(versions["v1"]), version_of(versions["v2"])
+    assert client.get("/v1/model").json()["model_version"] == v2
+
+    def redeploy(user_config: dict[str, Any]) -> None:
+        app = build_application(cfg, str(versions["v1"]), user_config=user_config)
+        serve.run(app, name=cfg.serve.app_name, route_prefix=cfg.serve.route_prefix)
+
+    redeploy({"model_uri": str(versions["v1"])})
+    wait_for("the pinned version", lambda: client.get("/v1/model").json()["model_version"] == v1)
+    info = client.get("/v1/model").json()
+    assert info["follows_pointer"] is False
+    time.sleep(2 * cfg.serve.model_check_s)
+    assert client.get("/v1/model").json()["model_version"] == v1  # the pointer is ignored
+    redeploy({"model_uri": None})
+    wait_for("the pointer's version", lambda: client.get("/v1/model").json()["model_version"] == v2)
+    assert client.get("/v1/model").json()["follows_pointer"] is True
+
+
 # --------------------------------------------------------------------------- fuzzing
 def test_fuzzed_requests_never_get_5xx(api: str) -> None:
     """Schemathesis generates valid and invalid requests for every operation of the published
