@@ -57,14 +57,16 @@ def test_llmcdsr_default_domain_names(tmp_path: Path) -> None:
 
 
 class _Evil:
+    # eval, not print: importing Ray (tqdm_ray) replaces builtins.print, which would change
+    # the global's name in the pickle.
     def __reduce__(self) -> tuple[object, tuple[str]]:
-        return (print, ("pwned",))
+        return (eval, ("print('pwned')",))
 
 
 def test_restricted_unpickler_refuses_globals(tmp_path: Path) -> None:
     path = tmp_path / "evil.pkl"
     path.write_bytes(pickle.dumps({"x": _Evil()}))
-    with pytest.raises(DataError, match="refusing to load global builtins.print"):
+    with pytest.raises(DataError, match="refusing to load global builtins.eval"):
         load_plain_pickle(path)
 
 
