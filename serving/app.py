@@ -57,7 +57,8 @@ def build_application(
 ) -> Application:
     """The encoder and recommender deployments, bound with ``cfg``'s replica settings.
     ``user_config`` goes to the recommender's ``reconfigure`` (``{"model_uri": DIR}`` pins a
-    version); redeploying with only it changed updates the running replicas in place."""
+    version). With `serve deploy`, changing only the user_config reconfigures running replicas
+    in place; `serve.run` from Python may replace them."""
     encoder_cfg = checkpoint_encoder(checkpoint) if checkpoint else cfg.encoder
     encoder_settings = cfg.serve.encoder
     encoder = (
@@ -65,9 +66,12 @@ def build_application(
         .options(**encoder_settings.ray_options())
         .bind(encoder_cfg.model_dump(mode="json"), encoder_settings.model_dump(mode="json"))
     )
+    options = cfg.serve.recommender.ray_options()
+    if user_config is not None:
+        options["user_config"] = user_config
     return (
         cast(Any, RecommenderDeployment)
-        .options(**cfg.serve.recommender.ray_options())
+        .options(**options)
         .bind(cfg.model_dump(mode="json"), encoder, str(checkpoint) if checkpoint else None)
     )
 

@@ -446,16 +446,17 @@ def test_hot_reload_keeps_answering(
 
 
 def test_reconfigure_pins_a_version_and_releases_it(
-    client: httpx.Client, cfg: CrossRecConfig, versions: dict[str, Path]
+    client: httpx.Client, cfg: CrossRecConfig, versions: dict[str, Path], store: RedisFeatureStore
 ) -> None:
-    """A user_config-only redeploy reconfigures the running replica: pinned to v1 while the
+    """A redeploy with a user_config reaches the replica's reconfigure: pinned to v1 while the
     store's pointer says v2, then back to following the pointer."""
     from ray import serve
 
     from serving.app import build_application
 
     v1, v2 = version_of(versions["v1"]), version_of(versions["v2"])
-    assert client.get("/v1/model").json()["model_version"] == v2
+    publish_model(store, versions["v2"])
+    wait_for("the pointer's version", lambda: client.get("/v1/model").json()["model_version"] == v2)
 
     def redeploy(user_config: dict[str, Any]) -> None:
         app = build_application(cfg, str(versions["v1"]), user_config=user_config)
