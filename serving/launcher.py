@@ -19,7 +19,7 @@ from crossrec.config import CrossRecConfig
 from crossrec.errors import CrossRecError
 from crossrec.feature_store.redis_store import RedisFeatureStore
 from crossrec.ray_runtime import ray_session
-from crossrec.stream.runner import publish_model, stop_on_signals
+from crossrec.stream.runner import current_version, stop_on_signals
 from crossrec.stream.services import stream_services
 
 logger = logging.getLogger(__name__)
@@ -100,11 +100,8 @@ def run_server(
             echo(line)
         store = RedisFeatureStore.from_config(cfg.feature_store)
         try:
-            if checkpoint is not None:
-                pointer = publish_model(store, checkpoint)
-            elif (found := store.current_model()) is not None:
-                pointer = found
-            else:
+            pointer = current_version(store, checkpoint)
+            if pointer is None:
                 raise CrossRecError(
                     "no model version to serve: give --checkpoint DIR (a checkpoint or "
                     "RUN/models/), or publish one to the feature store first"

@@ -123,3 +123,29 @@ def test_requests_finish_on_the_version_they_started_with(
     assert service.info().follows_pointer is False
     with pytest.raises(RequestError, match="k must be between 1 and 200, got 0"):
         service.check_k(0)
+
+
+def test_the_api_runs_without_ray(cfg: CrossRecConfig, version: Path) -> None:
+    """`create_api` over `LocalBackend`: the same app in any ASGI server, encoding with the
+    version's own encoder in the process."""
+    from fastapi.testclient import TestClient
+
+    from serving.api import create_api
+    from serving.local import LocalBackend
+
+    cfg.serve.api_key = "local-key"
+    backend = LocalBackend(_service(cfg, version))
+    with TestClient(create_api(backend, cfg)) as client:
+        info = client.get("/v1/model")
+        assert info.status_code == 200
+        assert info.headers["X-Model-Version"] == info.json()["model_version"]
+        body = {"domain": "films", "query": "a voyage to the stars", "k": 3}
+        reply = client.post("/v1/recommendations", json=body)
+        assert reply.status_code == 200
+        assert len(reply.json()["items"]) == 3
+        item = {"title": "Local Film"}
+        assert client.put("/v1/items/films/local-1", json=item).status_code == 401
+        added = client.put("/v1/items/films/local-1", json=item, headers={"X-API-Key": "local-key"})
+        assert added.status_code == 201
+        assert client.get("/v1/model").json()["domains"]["films"] == 161
+    backend.close()

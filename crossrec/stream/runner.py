@@ -36,6 +36,12 @@ def publish_model(store: RedisFeatureStore, path: str | Path) -> ModelPointer:
     return pointer
 
 
+def current_version(store: RedisFeatureStore, path: str | Path | None) -> ModelPointer | None:
+    """Publishes the version at ``path`` when given; otherwise the store's current version
+    (None when there is none)."""
+    return publish_model(store, path) if path is not None else store.current_model()
+
+
 @contextmanager
 def stop_on_signals(stop: Callable[[], None]) -> Iterator[None]:
     """SIGTERM and SIGINT call ``stop`` (once; a second Ctrl-C interrupts) while inside."""
@@ -81,11 +87,9 @@ def run_stream(
             echo(line)
         store = RedisFeatureStore.from_config(cfg.feature_store)
         try:
-            if model is not None:
-                pointer = publish_model(store, model)
+            pointer = current_version(store, model)
+            if pointer is not None:
                 echo(f"current model version {pointer.version} ({pointer.uri})")
-            elif (pointer_now := store.current_model()) is not None:
-                echo(f"current model version {pointer_now.version} ({pointer_now.uri})")
             else:
                 echo("no model version published: histories and popularity only")
             if events_file is not None:
