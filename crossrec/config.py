@@ -570,6 +570,14 @@ class EvalConfig(_Section):
         return self
 
 
+class RegistryConfig(_Section):
+    """Where model versions are kept (`crossrec models`)."""
+
+    root: str = Field(
+        "runs/registry", description="Registry folder: one subfolder per model version."
+    )
+
+
 class CrossRecConfig(_Section):
     """The whole configuration. Each section documents its own fields."""
 
@@ -581,6 +589,7 @@ class CrossRecConfig(_Section):
     serve: ServeConfig = Field(default_factory=ServeConfig)
     stream: StreamConfig = Field(default_factory=StreamConfig)
     feature_store: FeatureStoreConfig = Field(default_factory=FeatureStoreConfig)
+    registry: RegistryConfig = Field(default_factory=RegistryConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
 
     @model_validator(mode="after")

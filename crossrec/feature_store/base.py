@@ -66,6 +66,7 @@ class ModelPointer:
     version: str
     uri: str
     published_at: float
+    reason: str = field(default="", compare=False)  # why it became current (the log says)
 
 
 @dataclass
@@ -138,7 +139,12 @@ class FeatureStore(abc.ABC):
     def current_model(self) -> ModelPointer | None: ...
 
     @abc.abstractmethod
-    def set_current_model(self, pointer: ModelPointer) -> None: ...
+    def set_current_model(self, pointer: ModelPointer, reason: str = "publish") -> None:
+        """Points serving and the stream at ``pointer`` and appends it to the promotion log."""
+
+    @abc.abstractmethod
+    def model_history(self, limit: int = 100) -> list[ModelPointer]:
+        """The promotion log, newest first (what was current, in turn)."""
 
     @abc.abstractmethod
     def put_item_texts(self, domain: str, texts: dict[str, str]) -> None:

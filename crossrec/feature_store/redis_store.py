@@ -11,7 +11,8 @@ user's keys share one slot and one Lua script can update them atomically:
 ``P:pop:{D}:z`` / ``:t0``       ZSET of decayed popularity and its reference time
 ``P:pop:{D}:seen``              ZSET, event ids counted in D's popularity
 ``P:{dirty}``                   ZSET, users waiting for a vector refresh (score: last mark)
-``P:model:current``             JSON pointer to the current model version
+``P:{model}:current``           JSON pointer to the current model version
+``P:{model}:history``           LIST, every pointer change, newest first (rollback)
 ``P:items:{D}:text``            HASH, texts of items the model has not seen
 ``P:items:{D}:pending``         SET, items seen in events whose text is not known yet
 ``P:items:{D}:new``             STREAM, encoded new items for serving indexes
@@ -240,7 +241,11 @@ class RedisFeatureStore(FeatureStore):
 
     @property
     def model_key(self) -> str:
-        return f"{self.prefix}:model:current"
+        return f"{self.prefix}:{{model}}:current"
+
+    @property
+    def model_history_key(self) -> str:
+        return f"{self.prefix}:{{model}}:history"
 
     def _call(self, what: str, fn: Callable[[], T]) -> T:
         try:
@@ -441,13 +446,34 @@ class RedisFeatureStore(FeatureStore):
         if raw is None:
             return None
         d = json.loads(raw)
-        return ModelPointer(d["version"], d["uri"], float(d["published_at"]))
+        return ModelPointer(d["version"], d["uri"], float(d["published_at"]), d.get("reason", ""))
 
-    def set_current_model(self, pointer: ModelPointer) -> None:
+    def set_current_model(self, pointer: ModelPointer, reason: str = "publish") -> None:
         blob = json.dumps(
-            {"version": pointer.version, "uri": pointer.uri, "published_at": pointer.published_at}
+            {"version": pointer.version, "uri": pointer.uri, "published_at": pointer.published_at,
+             "reason": reason}
+        )  # fmt: skip
+
+        def run() -> None:
+            # The pointer and its log entry change together (both keys share one hash tag).
+            pipe = self.client.pipeline(transaction=True)
+            pipe.set(self.model_key, blob)
+            pipe.lpush(self.model_history_key, blob)
+            pipe.ltrim(self.model_history_key, 0, 9999)
+            pipe.execute()
+
+        self._call("set_current_model", run)
+
+    def model_history(self, limit: int = 100) -> list[ModelPointer]:
+        rows = self._call(
+            "model_history", lambda: self.client.lrange(self.model_history_key, 0, limit - 1)
         )
-        self._call("set_current_model", lambda: self.client.set(self.model_key, blob))
+        out = []
+        for raw in rows:
+            d = json.loads(raw)
+            out.append(ModelPointer(d["version"], d["uri"], float(d["published_at"]),
+                                    d.get("reason", "")))  # fmt: skip
+        return out
 
     def put_item_texts(self, domain: str, texts: dict[str, str]) -> None:
         if texts:

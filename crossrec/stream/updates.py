@@ -100,7 +100,7 @@ class UserVectorUpdater:
         if bundle is None:
             if not self._warned_no_model:
                 logger.warning(
-                    "no model version published (feature store key %s:model:current): "
+                    "no model version published (feature store key %s:{model}:current): "
                     "histories and popularity are updated, user vectors are skipped until "
                     "one is published",
                     self.cfg.feature_store.key_prefix,
