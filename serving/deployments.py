@@ -141,7 +141,7 @@ class RecommenderDeployment:
 
     def _load(self, uri: str, version: str | None, follows: bool) -> None:
         with self._swap_lock:
-            current = self.service._model
+            current = self.service.current
             served = self.service.load_version(uri, version, follows_pointer=follows)
             if current is not None and current.version == served.version:
                 current.follows_pointer = follows
@@ -151,7 +151,7 @@ class RecommenderDeployment:
 
     def _follow_pointer(self) -> None:
         pointer = self.store.current_model()
-        current = self.service._model
+        current = self.service.current
         if pointer is not None and (current is None or current.version != pointer.version):
             self._load(pointer.uri, pointer.version, True)
 

@@ -141,7 +141,6 @@ class ServingModel:
         """Adds new items, or replaces the text of known ones, in every model that knows
         ``domain`` and in its index. Returns, per item, True when it was new. Items whose text
         is unchanged are left alone."""
-        self.model_for(domain)
         if len(set(item_ids)) != len(item_ids):
             raise ValueError("item ids to apply must be distinct")
         vectors = torch.as_tensor(np.asarray(text_vectors, dtype=np.float32))

@@ -88,6 +88,11 @@ class RecommendationService:
         return model
 
     @property
+    def current(self) -> ServingModel | None:
+        """The version served now, or None before the first one is loaded."""
+        return self._model
+
+    @property
     def ready(self) -> bool:
         return self._model is not None
 
@@ -363,7 +368,6 @@ class RecommendationService:
         """Adds (or re-texts) an item in this replica's index at once, stores its text for the
         stream's update trigger, and queues it for the other replicas."""
         served = self.model
-        served.model_for(domain)
         [created] = served.apply_items(domain, [item_id], [text], text_vector[None])
         self.store.put_item_texts(domain, {item_id: text})
         self.store.queue_new_items([NewItem(domain, item_id, text, text_vector, served.version)])

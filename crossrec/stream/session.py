@@ -12,17 +12,16 @@ import time
 import urllib.error
 import urllib.request
 from collections.abc import Callable
-from contextlib import AbstractContextManager, nullcontext
 from pathlib import Path
 from typing import Any
 
-import torch
-
 from crossrec.config import CrossRecConfig
 from crossrec.data.dataset import CrossDomainDataset
+from crossrec.embedded import free_port
 from crossrec.errors import CrossRecError
 from crossrec.feature_store.redis_store import RedisFeatureStore
-from crossrec.models.bundle import ModelBundle
+from crossrec.models.bundle import checkpoint_dirs
+from crossrec.models.crossrec_model import MANIFEST_FILE
 from crossrec.stream.events import Event, EventProducer
 from crossrec.stream.runner import publish_model
 from crossrec.stream.services import stream_services
@@ -59,14 +58,11 @@ def run_stream_session(
     models_dir: str | Path,
     echo: Callable[[str], None] = print,
     k: int = 5,
-    *,
-    serve: bool = True,
 ) -> dict[str, int]:
     """Serves the model, streams a scripted session and prints the user's recommendations as
-    the API answers them. ``serve=False`` skips Ray Serve and ranks with the stored vector."""
-    bundle = ModelBundle.load(models_dir)
-    target = sorted(bundle.models)[0]
-    model = bundle.models[target]
+    the API answers them."""
+    name, checkpoint = sorted(checkpoint_dirs(models_dir).items())[0]
+    target = json.loads((checkpoint / MANIFEST_FILE).read_text()).get("target_domain") or name
     source = next(d for d in dataset.domains if d != target)
     real_user = _pick_user(dataset, source, target)
     seq = dataset.user_sequence(real_user)
@@ -94,18 +90,16 @@ def run_stream_session(
         thread = threading.Thread(target=worker.run, daemon=True, name="demo-stream-worker")
         thread.start()
         counter = {"n": 0}
-        serving: AbstractContextManager[str | None] = nullcontext(None)
-        if serve:
-            from crossrec.embedded import free_port
-            from serving.launcher import serve_app
+        from serving.launcher import serve_app
 
-            cfg.serve.port = free_port()
-            echo("       starting Ray Serve: encoder + recommender deployments ...")
-            serving = serve_app(cfg, models_dir)
+        cfg.serve.port = free_port()
+        echo("       starting Ray Serve: encoder + recommender deployments ...")
         try:
-            with serving as url, EventProducer(cfg.stream, linger_ms=0) as producer:
-                if url is not None:
-                    echo(f"       serving at {url} (OpenAPI at {url}/docs)")
+            with (
+                serve_app(cfg, models_dir) as url,
+                EventProducer(cfg.stream, linger_ms=0) as producer,
+            ):
+                echo(f"       serving at {url} (OpenAPI at {url}/docs)")
 
                 def send(items: list[int], kind: str) -> float:
                     sent = time.perf_counter()
@@ -117,14 +111,6 @@ def run_stream_session(
                                             timestamp=time.time()))  # fmt: skip
                     producer.flush()
                     return sent
-
-                def top_items(vector: Any, seen: set[str]) -> list[tuple[str, str]]:
-                    ids = model.domain_items(target)
-                    scores = model.item_matrix(target) @ torch.from_numpy(vector)
-                    order = scores.argsort(descending=True).tolist()
-                    keys = [model.item_keys[int(ids[i])][1] for i in order]
-                    return [(i, dataset.items[dataset.item_index[(target, i)]].title)
-                            for i in keys if i not in seen][:k]  # fmt: skip
 
                 def show(step: str, sent: float) -> None:
                     deadline = time.monotonic() + 120
@@ -141,50 +127,42 @@ def run_stream_session(
                         f"       after {step}: {len(history)} events stored, vector by "
                         f"{vec.model_version}, fresh {fresh_ms:.0f} ms after the send"
                     )
-                    if url is None:
-                        seen = {h.item_id for h in history if h.domain == target}
-                        items = top_items(vec.vector, seen)
-                    else:
-                        status, body = call_api(
-                            url, "GET", f"/v1/users/{user}/recommendations?domain={target}&k={k}"
-                        )
-                        if status != 200:
-                            raise CrossRecError(f"the API answered {status}: {body}")
-                        echo(f"       GET /v1/users/{user}/recommendations?domain={target} "
-                             f"(model {body['model_version']}, user vector "
-                             f"{body['user_vector']}):")  # fmt: skip
-                        items = [(i["item_id"], i["text"]) for i in body["items"]]
-                    for rank, (item_id, text) in enumerate(items, start=1):
-                        mark = "  <- in their later history" if item_id in held_out else ""
-                        echo(f"         {rank}. {text}{mark}")
-
-                if url is not None:
-                    path = f"/v1/users/{user}/recommendations?domain={target}"
-                    status, _ = call_api(url, "GET", path)
-                    echo(f"       before any event: {user} is unknown to the API ({status})")
-                    query = "a voyage to the stars aboard a starship"
-                    status, body = call_api(url, "POST", "/v1/recommendations",
-                                            {"domain": target, "query": query, "k": 3})  # fmt: skip
-                    echo(f"       cold start from text alone, query {query!r}:")
+                    status, body = call_api(
+                        url, "GET", f"/v1/users/{user}/recommendations?domain={target}&k={k}"
+                    )
+                    if status != 200:
+                        raise CrossRecError(f"the API answered {status}: {body}")
+                    echo(f"       GET /v1/users/{user}/recommendations?domain={target} "
+                         f"(model {body['model_version']}, user vector "
+                         f"{body['user_vector']}):")  # fmt: skip
                     for rank, item in enumerate(body["items"], start=1):
-                        echo(f"         {rank}. {item['text']}")
+                        mark = "  <- in their later history" if item["item_id"] in held_out else ""
+                        echo(f"         {rank}. {item['text']}{mark}")
+
+                path = f"/v1/users/{user}/recommendations?domain={target}"
+                status, _ = call_api(url, "GET", path)
+                echo(f"       before any event: {user} is unknown to the API ({status})")
+                query = "a voyage to the stars aboard a starship"
+                status, body = call_api(url, "POST", "/v1/recommendations",
+                                        {"domain": target, "query": query, "k": 3})  # fmt: skip
+                echo(f"       cold start from text alone, query {query!r}:")
+                for rank, item in enumerate(body["items"], start=1):
+                    echo(f"         {rank}. {item['text']}")
                 echo(f"       user {user} replays {real_user}'s first {len(books)} {source} "
                      f"(no {target} yet: cross-domain cold start)")  # fmt: skip
                 show(f"{len(books)} {source} events", send(books, "view"))
                 echo(f"       then {len(shown)} {target}: "
                      + "; ".join(dataset.items[g].title for g in shown))  # fmt: skip
                 show(f"{len(shown)} {target} events", send(shown, "purchase"))
-                if url is not None:
-                    new_title = "Starship Nebula: The Last Voyage"
-                    status, body = call_api(url, "PUT", f"/v1/items/{target}/demo-new-1",
-                                            {"title": new_title,
-                                             "categories": ["Sci-Fi Adventure"]})  # fmt: skip
-                    echo(f"       new item through the API: PUT /v1/items/{target}/demo-new-1 "
-                         f"-> {status} ({body.get('text')})")  # fmt: skip
-                    similar = {"domain": target, "k": 3, "text": "The Last Voyage of the Starship"}
-                    status, body = call_api(url, "POST", "/v1/similar-items", similar)
-                    echo("       similar to 'The Last Voyage of the Starship': " + "; ".join(
-                        f"{i['text']} ({i['item_id']})" for i in body["items"]))  # fmt: skip
+                new_item = {"title": "Starship Nebula: The Last Voyage",
+                            "categories": ["Sci-Fi Adventure"]}  # fmt: skip
+                status, body = call_api(url, "PUT", f"/v1/items/{target}/demo-new-1", new_item)
+                echo(f"       new item through the API: PUT /v1/items/{target}/demo-new-1 "
+                     f"-> {status} ({body.get('text')})")  # fmt: skip
+                similar = {"domain": target, "k": 3, "text": "The Last Voyage of the Starship"}
+                status, body = call_api(url, "POST", "/v1/similar-items", similar)
+                echo("       similar to 'The Last Voyage of the Starship': " + "; ".join(
+                    f"{i['text']} ({i['item_id']})" for i in body["items"]))  # fmt: skip
                 producer.send_raw(b'{"event_id": "demo-bad", "user_id": 7}', key=b"demo")
                 producer.flush()
                 deadline = time.monotonic() + 60
