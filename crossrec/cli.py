@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import logging
 import sys
+import time
 from collections.abc import Callable
 from functools import wraps
 from pathlib import Path
@@ -617,3 +618,113 @@ def models_rollback(config: ConfigOpt = None, set_: SetOpt = None) -> None:
     finally:
         store.close()
     typer.echo(f"current model version {pointer.version} ({pointer.uri})")
+
+
+online_app = typer.Typer(
+    help="Online learning: fine-tune from the stream's samples, gate, promote.",
+    no_args_is_help=True,
+)
+app.add_typer(online_app, name="online")
+
+
+@online_app.command("run")
+@handle_errors
+def online_run(
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    rounds: Annotated[
+        int | None, typer.Option(min=1, help="Stop after this many rounds (default: run on).")
+    ] = None,
+    exit_after: Annotated[
+        float | None, typer.Option(min=0, help="Stop after this many seconds.")
+    ] = None,
+    now: Annotated[
+        bool,
+        typer.Option(
+            "--now",
+            help="Run one round at once (with at least online.min_samples new samples), then stop.",
+        ),
+    ] = False,
+    drill: Annotated[
+        str | None,
+        typer.Option(
+            help="Gate drill: train the round on corrupted data (shuffle-labels); the "
+            "gate must reject it."
+        ),
+    ] = None,
+    ray_address: Annotated[
+        str | None,
+        typer.Option("--address", help="Ray address for online.runner=ray (default: local)."),
+    ] = None,
+) -> None:
+    """Run rounds of incremental fine-tuning when online.every_samples new samples arrived (or
+    online.every_s passed); promote candidates that pass the gate.
+
+    Needs the feature store the stream workers write samples to (feature_store.url). Every
+    decision is printed with the holdout and regression scores of both versions."""
+    import contextlib
+    import threading
+
+    from crossrec.online.finetune import DRILLS
+    from crossrec.online.learner import OnlineLearner, RoundOutcome
+    from crossrec.stream.runner import stop_on_signals
+
+    cfg = _load(config, set_)
+    if drill is not None and drill not in DRILLS:
+        _fail(f"--drill {drill!r} is not one of: {', '.join(DRILLS)}")
+    store = _models_store(cfg)
+    stop = threading.Event()
+
+    def show(outcome: RoundOutcome) -> None:
+        typer.echo(outcome.summary())
+
+    with contextlib.ExitStack() as stack:
+        stack.callback(store.close)
+        runner = None
+        if cfg.online.runner == "ray":
+            from crossrec.ray_runtime import ray_session
+            from training.incremental import ray_runner
+
+            stack.enter_context(ray_session(ray_address or cfg.train.ray_address))
+            runner = ray_runner(cfg.online)
+        learner = OnlineLearner(cfg, store, runner=runner)
+        if now or drill is not None:
+            outcome = learner.run_round(force=True, drill=drill)
+            if outcome is None:
+                typer.echo(
+                    f"no round: {len(learner.pending())} new samples (online.min_samples="
+                    f"{cfg.online.min_samples}), or no current version / regression set"
+                )
+            else:
+                show(outcome)
+            return
+        typer.echo(f"online learner: a round every {cfg.online.every_samples} samples or "
+                   f"{cfg.online.every_s:g}s (Ctrl-C stops)")  # fmt: skip
+        with stop_on_signals(stop.set):
+            learner.run(should_stop=stop.is_set, max_rounds=rounds, max_seconds=exit_after,
+                        on_outcome=show)  # fmt: skip
+
+
+@online_app.command("status")
+@handle_errors
+def online_status(
+    config: ConfigOpt = None,
+    set_: SetOpt = None,
+    decisions: Annotated[int, typer.Option(min=0, help="Recent decisions to show.")] = 5,
+) -> None:
+    """The sample buffer, the current version and the latest gate decisions."""
+    from crossrec.online.learner import OnlineLearner, RoundOutcome
+
+    cfg = _load(config, set_)
+    store = _models_store(cfg)
+    try:
+        learner = OnlineLearner(cfg, store)
+        pointer = store.current_model()
+        typer.echo(f"current version: {pointer.version if pointer else '-'}")
+        typer.echo(f"samples buffered: {len(learner.buffer):,} (cap {cfg.online.buffer_size:,}); "
+                   f"new since the last round: {len(learner.pending()):,}")  # fmt: skip
+        for row in learner.buffer.decisions(decisions):
+            when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(row["decided_at"]))
+            typer.echo(f"{when}  {RoundOutcome(**row).summary()}")
+    finally:
+        store.close()

@@ -570,6 +570,91 @@ class EvalConfig(_Section):
         return self
 
 
+class OnlineConfig(_Section):
+    """Online learning (`crossrec online`): stream events become training samples; short
+    fine-tunes from the current version are promoted only when a gate finds them no worse."""
+
+    record_samples: bool = Field(
+        True, description="Stream workers turn written events into samples (history -> item)."
+    )
+    sample_domains: list[str] | None = Field(
+        None, description="Domains whose events become samples; None = every domain."
+    )
+    buffer_size: int = Field(
+        20000, ge=100, description="Samples the buffer keeps (a Redis stream; oldest dropped)."
+    )
+    context_length: int = Field(
+        50, ge=1, description="Most history items (all domains, newest) a sample keeps."
+    )
+    every_samples: int = Field(
+        500, ge=1, description="A round starts once this many new samples arrived (N)."
+    )
+    every_s: float = Field(
+        600.0, gt=0, description="…or once this long passed since the last round (T)."
+    )
+    min_samples: int = Field(
+        50, ge=2, description="Fewest new samples for a round started by time."
+    )
+    holdout_fraction: float = Field(
+        0.2, gt=0.0, lt=1.0, description="Newest share of a round's samples held out for the gate."
+    )
+    min_holdout: int = Field(20, ge=1, description="Fewest holdout samples of a round.")
+    replay_fraction: float = Field(
+        1.0, ge=0.0, description="Older buffered samples replayed per new training sample."
+    )
+    finetune: Literal["adapter", "full"] = Field(
+        "adapter",
+        description="What a round trains: `adapter` (item adapter, item/domain embeddings, the "
+        "user tower's output layers) or `full` (every weight but the text encoder and ranker).",
+    )
+    steps: int = Field(40, ge=1, description="Optimizer steps of one round.")
+    batch_size: int = Field(64, ge=1, description="Samples per step.")
+    lr: float = Field(5e-4, gt=0, description="Learning rate of a round (AdamW).")
+    num_negatives: int = Field(256, ge=1, description="Sampled negatives per step (InfoNCE).")
+    gate_metric: str = Field(
+        "recall@20",
+        pattern=r"^(recall|ndcg|mrr)@[1-9][0-9]*$",
+        description="Metric the gate compares: recall@K, ndcg@K or mrr@K.",
+    )
+    margin: float = Field(
+        0.02,
+        ge=0.0,
+        description="On the holdout (the newest events), a candidate may score this much below "
+        "the current version (mind the holdout's noise: about 0.5/sqrt(holdout size)).",
+    )
+    regression_margin: float = Field(
+        0.15,
+        ge=0.0,
+        description="On the fixed regression set, a candidate may score this much below the "
+        "current version: it catches broken updates, and allows the drop a real preference "
+        "shift brings to old behaviour.",
+    )
+    regression_path: str | None = Field(
+        None,
+        description="A fixed regression set (JSONL samples); None = frozen from the buffer's "
+        "oldest samples on the first round and kept in the registry.",
+    )
+    regression_size: int = Field(
+        200, ge=1, description="Samples frozen into the regression set when none is given."
+    )
+    runner: Literal["local", "ray"] = Field(
+        "local", description="Where a round trains: in this process, or as a Ray task."
+    )
+    num_cpus: float = Field(1.0, gt=0, description="CPUs of the Ray task (runner=ray).")
+    num_gpus: float = Field(0.0, ge=0, description="GPUs of the Ray task (runner=ray).")
+    poll_s: float = Field(1.0, gt=0, description="How often `crossrec online` checks the buffer.")
+    seed: int = Field(0, description="Seed of replay draws, batches and negatives.")
+
+    @model_validator(mode="after")
+    def _holdout_fits(self) -> OnlineConfig:
+        if self.min_holdout >= self.min_samples:
+            raise ValueError(
+                f"min_holdout ({self.min_holdout}) must be below min_samples "
+                f"({self.min_samples}): a round needs samples left to train on"
+            )
+        return self
+
+
 class RegistryConfig(_Section):
     """Where model versions are kept (`crossrec models`)."""
 
@@ -590,6 +675,7 @@ class CrossRecConfig(_Section):
     stream: StreamConfig = Field(default_factory=StreamConfig)
     feature_store: FeatureStoreConfig = Field(default_factory=FeatureStoreConfig)
     registry: RegistryConfig = Field(default_factory=RegistryConfig)
+    online: OnlineConfig = Field(default_factory=OnlineConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
 
     @model_validator(mode="after")

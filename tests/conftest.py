@@ -74,3 +74,33 @@ _NAMES = iter(range(1_000_000))
 def unique(name: str) -> str:
     """A name no other test uses (topics, groups, key prefixes)."""
     return f"{name}-{next(_NAMES)}"
+
+
+# --------------------------------------------------------------------------- a trained model
+TRAINED_WORLD = SyntheticConfig(seed=11, num_users=700, items_per_domain=[300, 200])
+FAST_TRAINING = ["train.max_epochs=6", "train.pretrain_max_epochs=5", "train.patience=3",
+                 "train.batch_size=64", "train.ranker_epochs=1"]  # fmt: skip
+
+
+@pytest.fixture(scope="session")
+def trained_split() -> Split:
+    """The world the trained model (`trained_version`) learned."""
+    return make_split(generate_world(TRAINED_WORLD), EvalConfig(), ["films"])
+
+
+@pytest.fixture(scope="session")
+def trained_version(trained_split: Split, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """crossrec-transfer trained on `trained_split` (a few epochs), saved as a model version
+    (``ROOT/films/``). Treat it as read-only: copy it to change it."""
+    from crossrec.config import with_overrides
+    from crossrec.models.recommender import CrossRecRecommender
+    from crossrec.models.variants import variant_config
+
+    cfg = CrossRecConfig()
+    cfg.data.synthetic = TRAINED_WORLD
+    variant = variant_config("crossrec-transfer", with_overrides(cfg, FAST_TRAINING))
+    rec = CrossRecRecommender(variant)
+    rec.fit(trained_split)
+    root = tmp_path_factory.mktemp("trained") / "v1"
+    rec.models["films"].save_pretrained(root / "films")
+    return root

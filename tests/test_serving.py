@@ -19,15 +19,12 @@ from hypothesis import HealthCheck, given, settings
 from safetensors.torch import load_file, save_file
 
 from crossrec.baselines.popularity import PopularityRecommender
-from crossrec.config import CrossRecConfig, EvalConfig, SyntheticConfig, with_overrides
-from crossrec.data.splits import Split, make_split
-from crossrec.data.synthetic import generate_world
+from crossrec.config import CrossRecConfig
+from crossrec.data.splits import Split
 from crossrec.embedded import EmbeddedKafka, EmbeddedRedis, free_port
 from crossrec.feature_store.redis_store import RedisFeatureStore
 from crossrec.models.bundle import version_of
 from crossrec.models.crossrec_model import WEIGHTS_FILE, CrossRecModel
-from crossrec.models.recommender import CrossRecRecommender
-from crossrec.models.variants import variant_config
 from crossrec.stream.events import Event, EventProducer
 from crossrec.stream.runner import publish_model
 from crossrec.stream.worker import StreamWorker
@@ -36,30 +33,23 @@ from tests.test_stream import WorkerThread, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
-WORLD = SyntheticConfig(seed=11, num_users=700, items_per_domain=[300, 200])
-FAST = ["train.max_epochs=6", "train.pretrain_max_epochs=5", "train.patience=3",
-        "train.batch_size=64", "train.ranker_epochs=1"]  # fmt: skip
 API_KEY = "test-key-7d1f"
 KEY = {"X-API-Key": API_KEY}
 
 
 # --------------------------------------------------------------------------- fixtures
 @pytest.fixture(scope="module")
-def split() -> Split:
-    return make_split(generate_world(WORLD), EvalConfig(), ["films"])
+def split(trained_split: Split) -> Split:
+    return trained_split
 
 
 @pytest.fixture(scope="module")
-def versions(split: Split, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+def versions(trained_version: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """v1: crossrec-transfer trained on the world; v2: the same with the ranker reversed (a
     different version that orders candidates differently)."""
-    cfg = CrossRecConfig()
-    cfg.data.synthetic = WORLD
-    rec = CrossRecRecommender(variant_config("crossrec-transfer", with_overrides(cfg, FAST)))
-    rec.fit(split)
     root = tmp_path_factory.mktemp("versions")
-    rec.models["films"].save_pretrained(root / "v1" / "films")
-    shutil.copytree(root / "v1", root / "v2")
+    shutil.copytree(trained_version, root / "v1")
+    shutil.copytree(trained_version, root / "v2")
     weights = load_file(str(root / "v2" / "films" / WEIGHTS_FILE))
     weights["ranker.linear.weight"] = -weights["ranker.linear.weight"]
     save_file(weights, str(root / "v2" / "films" / WEIGHTS_FILE))

@@ -17,6 +17,8 @@ Example:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
 
 from crossrec.config import DataConfig, SyntheticConfig
@@ -231,3 +233,83 @@ def generate_world(cfg: SyntheticConfig) -> CrossDomainDataset:
 def load_synthetic(path: object, cfg: DataConfig) -> CrossDomainDataset:
     """The synthetic world from ``cfg.synthetic`` (``path`` is ignored)."""
     return generate_world(cfg.synthetic)
+
+
+def item_topics(dataset: CrossDomainDataset) -> np.ndarray:
+    """The topic of every item of a synthetic world (read back from its category), -1 when an
+    item has no synthetic category."""
+    by_category = {cat: t for t, topic in enumerate(TOPICS) for cat in topic[3]}
+    return np.array(
+        [by_category.get(it.categories[0], -1) if it.categories else -1 for it in dataset.items],
+        dtype=np.int64,
+    )
+
+
+def topic_of(name: str | int) -> int:
+    """A topic's index from its name ("horror") or index."""
+    if isinstance(name, int) or str(name).isdigit():
+        index = int(name)
+        if not 0 <= index < len(TOPICS):
+            raise ValueError(f"topic index {index} is out of range 0..{len(TOPICS) - 1}")
+        return index
+    names = [t[0] for t in TOPICS]
+    if name not in names:
+        raise ValueError(f"unknown topic {name!r}; known: {', '.join(names)}")
+    return names.index(str(name))
+
+
+def drift_interactions(
+    dataset: CrossDomainDataset,
+    *,
+    topic: str | int,
+    domain: str,
+    users: Sequence[str],
+    events_per_user: int,
+    share: float,
+    start: float,
+    seed: int = 0,
+) -> list[Interaction]:
+    """Events after a preference shift: in ``domain``, ``topic`` suddenly becomes popular.
+
+    Each of ``users`` makes ``events_per_user`` new events in ``domain``. With probability
+    ``share`` an event picks an item of the trending topic (a few hits take most of it: Zipf),
+    otherwise it follows the user's own taste (the topic of a random item of their history,
+    any domain). Items the user has seen in ``domain`` are not picked again. Times run from
+    ``start``, a few minutes apart per user.
+    """
+    if not 0.0 <= share <= 1.0:
+        raise ValueError(f"share must lie in [0, 1], got {share}")
+    trend = topic_of(topic)
+    rng = np.random.default_rng(seed)
+    topics = item_topics(dataset)
+    d = dataset.domain_index[domain]
+    in_domain = dataset.item_domain == d
+    members = {t: np.flatnonzero(in_domain & (topics == t)) for t in range(len(TOPICS))}
+    if not members[trend].size:
+        raise ValueError(f"domain {domain!r} has no item of topic {TOPICS[trend][0]!r}")
+    hits = 1.0 / np.arange(1, members[trend].size + 1) ** 1.2
+    trend_weights = rng.permutation(hits / hits.sum())
+    out: list[Interaction] = []
+    for n, user in enumerate(users):
+        history = dataset.user_sequence(user)
+        liked = topics[history]
+        liked = liked[liked >= 0]
+        seen = set(history[in_domain[history]].tolist())
+        t = start + n * 0.25
+        for _ in range(events_per_user):
+            if rng.random() < share or not liked.size:
+                pool, weights = members[trend], trend_weights
+            else:
+                pool = members[int(rng.choice(liked))]
+                weights = np.full(pool.size, 1.0 / max(pool.size, 1))
+            fresh = np.array([g not in seen for g in pool.tolist()], dtype=bool)
+            if not fresh.any():
+                continue
+            w = weights * fresh
+            g = int(pool[rng.choice(pool.size, p=w / w.sum())])
+            seen.add(g)
+            t += float(rng.exponential(120.0)) + 1.0
+            item = dataset.items[g]
+            out.append(Interaction(user_id=user, domain=item.domain, item_id=item.item_id,
+                                   timestamp=t, event_type=EventType.PURCHASE))  # fmt: skip
+    return out

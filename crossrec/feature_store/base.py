@@ -131,6 +131,10 @@ class FeatureStore(abc.ABC):
         """Up to ``limit`` users marked dirty at least ``quiet_for_s`` ago, with their marks."""
 
     @abc.abstractmethod
+    def mark_dirty(self, user_ids: Sequence[str]) -> None:
+        """Asks the update trigger to recompute these users' vectors (a waiting mark stays)."""
+
+    @abc.abstractmethod
     def clear_dirty(self, claims: Sequence[tuple[str, float]]) -> int:
         """Unmarks users whose mark is still the claimed one (a newer mark stays)."""
 

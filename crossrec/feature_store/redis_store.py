@@ -430,6 +430,11 @@ class RedisFeatureStore(FeatureStore):
         )
         return [(_text(user) or "", float(score)) for user, score in rows]
 
+    def mark_dirty(self, user_ids: Sequence[str]) -> None:
+        if user_ids:
+            marks = dict.fromkeys(user_ids, time.time())
+            self._call("mark_dirty", lambda: self.client.zadd(self.dirty_key, marks, nx=True))
+
     def clear_dirty(self, claims: Sequence[tuple[str, float]]) -> int:
         if not claims:
             return 0

@@ -213,6 +213,10 @@ class RecommendationService:
         else:
             user = model.encode_users([context], domain)[0]
             source = "computed"
+            if stored is not None and stored.model_version != served.version:
+                # Made by another version: computed here for this answer, and recomputed by the
+                # update trigger (lazily, on first read) so the next answers use it as stored.
+                self.store.mark_dirty([user_id])
         items = self._top_items(catalogue, user, context, k, exclude_seen, explain)
         return Recommendations(domain=domain, model_version=served.version, items=items,
                                user_id=user_id, history_length=len(state.history),

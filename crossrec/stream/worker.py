@@ -27,11 +27,12 @@ import threading
 import time
 from collections.abc import Collection
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 from crossrec.config import CrossRecConfig
 from crossrec.errors import CrossRecError, EventError, FeatureStoreError, StreamError
 from crossrec.feature_store.base import FeatureStore
+from crossrec.online.samples import RedisSampleBuffer, SampleRecorder
 from crossrec.stream.events import Event, kafka_client_options, parse_event
 from crossrec.stream.metrics import StreamMetrics
 from crossrec.stream.updates import UserVectorUpdater
@@ -53,6 +54,7 @@ class WorkerReport:
     duplicates: int = 0
     dead_letters: int = 0
     vectors: int = 0
+    samples: int = 0
     store_retries: int = 0
     committed: dict[str, int] = field(default_factory=dict)  # "topic[partition]" -> next offset
 
@@ -97,6 +99,8 @@ class StreamWorker:
         worker_index: this worker's number (metrics label, metrics port offset, client id).
         store: the feature store; default: a `RedisFeatureStore` from ``feature_store``.
         updater: the user-vector trigger; default: one following the store's current model.
+        recorder: turns written events into online-learning samples; default: one on the
+            Redis sample buffer when ``online.record_samples`` (None turns it off).
     """
 
     def __init__(
@@ -106,6 +110,7 @@ class StreamWorker:
         worker_index: int = 0,
         store: FeatureStore | None = None,
         updater: UserVectorUpdater | None = None,
+        recorder: SampleRecorder | None | Literal["default"] = "default",
     ) -> None:
         from crossrec.feature_store.redis_store import RedisFeatureStore
 
@@ -115,6 +120,12 @@ class StreamWorker:
         self.worker_id = str(worker_index)
         self.store = store or RedisFeatureStore.from_config(cfg.feature_store)
         self.updater = updater or UserVectorUpdater(self.store, cfg)
+        if recorder == "default":
+            recorder = None
+            if cfg.online.record_samples and isinstance(self.store, RedisFeatureStore):
+                buffer = RedisSampleBuffer(self.store, cfg.online)
+                recorder = SampleRecorder(self.store, buffer, cfg.online)
+        self.recorder = recorder
         self.metrics = StreamMetrics(self.worker_id)
         self.report = WorkerReport()
         self._stop = threading.Event()
@@ -372,6 +383,10 @@ class StreamWorker:
                 events = [e for tp, e in valid if tp not in self._revoked]
                 try:
                     result = self.store.write_events(events)
+                    if self.recorder is not None:
+                        # Before the commit: a crash replays the batch and records it again
+                        # (readers drop repeated event ids).
+                        self.report.samples += self.recorder.record(events, self._domains())
                     break
                 except FeatureStoreError as exc:
                     attempt += 1
