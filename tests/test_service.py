@@ -77,6 +77,44 @@ def test_a_stored_vector_is_used_only_while_it_is_current(
     assert service.recommend_user("u-1", "films").user_vector == "computed"
 
 
+def test_vectors_of_an_older_version_are_recomputed_on_first_read(
+    cfg: CrossRecConfig, version: Path, small_world: CrossDomainDataset, tmp_path: Path
+) -> None:
+    """After a new version is promoted, a stored vector made by the old one is not used: the
+    request computes the user's vector with the new version and marks the user, and the update
+    trigger (following the pointer) stores a vector by the new version for the next requests."""
+    torch.manual_seed(1)
+    other = CrossRecModel.for_dataset(small_world, cfg, text_vectors=torch.randn(400, 384))
+    other.target_domain = "films"
+    other.save_pretrained(tmp_path / "v2" / "films")
+    store = RedisFeatureStore.from_config(cfg.feature_store)
+    v1 = publish_model(store, version)
+    books = [it for it in small_world.items if it.domain == "books"][:4]
+    store.write_events([Event(event_id=f"lazy-{n}", user_id="u-lazy", item_id=it.item_id,
+                              domain="books", event_type="view", timestamp=time.time() - 9 + n)
+                        for n, it in enumerate(books)])  # fmt: skip
+    updater = UserVectorUpdater(store, cfg)
+    assert updater.run_once().vectors == 1
+    stored = store.user_vector("u-lazy", "films")
+    assert stored is not None
+    assert stored.model_version == v1.version
+    v2 = publish_model(store, tmp_path / "v2")
+    service = _service(cfg, tmp_path / "v2")
+    first = service.recommend_user("u-lazy", "films", k=10)
+    assert first.user_vector == "computed"
+    assert first.model_version == v2.version
+    assert "u-lazy" in {u for u, _ in store.dirty_users(100)}
+    updater.refresh_model(force=True)
+    assert updater.run_once().vectors == 1
+    again = store.user_vector("u-lazy", "films")
+    assert again is not None
+    assert again.model_version == v2.version
+    second = service.recommend_user("u-lazy", "films", k=10)
+    assert second.user_vector == "stored"
+    assert [i.item_id for i in second.items] == [i.item_id for i in first.items]
+    store.close()
+
+
 def test_items_added_on_one_replica_reach_the_others_and_new_versions(
     cfg: CrossRecConfig, version: Path
 ) -> None:

@@ -463,6 +463,65 @@ def test_reconfigure_pins_a_version_and_releases_it(
     assert client.get("/v1/model").json()["follows_pointer"] is True
 
 
+def test_promotion_and_rollback_keep_answering_and_rollback_is_exact(
+    client: httpx.Client,
+    api: str,
+    store: RedisFeatureStore,
+    versions: dict[str, Path],
+    split: Split,
+    tmp_path: Path,
+) -> None:  # fmt: skip
+    """Versions promoted and rolled back through the registry while clients keep asking: every
+    answer is a 200, and after the rollback the recommendations are exactly those of before."""
+    from crossrec.registry import ModelRegistry
+
+    registry = ModelRegistry(tmp_path / "registry")
+    v1 = registry.register(versions["v1"])
+    v2 = registry.register(versions["v2"], parent=v1.version)
+    registry.promote(store, v1.version, reason="test: baseline")
+    wait_for("v1", lambda: client.get("/v1/model").json()["model_version"] == v1.version)
+    user = unique("rollback-user")
+    world = split.dataset
+    store.write_events([Event(event_id=f"{user}-{n}", user_id=user, item_id=it.item_id,
+                              domain=it.domain, event_type="view", timestamp=time.time() - 10 + n)
+                        for n, it in enumerate(world.items[5:11])])  # fmt: skip
+    before = _recs(client, user, k=20).json()
+    seen: list[tuple[int, str]] = []
+    stop = threading.Event()
+
+    def hammer() -> None:
+        with httpx.Client(base_url=api, timeout=60) as c:
+            for _ in range(100_000):
+                if stop.is_set():
+                    return
+                r = _recs(c, user, k=20)
+                seen.append((r.status_code, r.json().get("model_version", "")))
+
+    threads = [threading.Thread(target=hammer, daemon=True) for _ in range(2)]
+    for t in threads:
+        t.start()
+    try:
+        registry.promote(store, v2.version, reason="test: promote")
+        wait_for("v2 served", lambda: bool(seen) and seen[-1][1] == v2.version, timeout=90)
+        assert registry.rollback(store).version == v1.version
+        wait_for("v1 served again", lambda: seen[-1][1] == v1.version, timeout=90)
+        time.sleep(0.3)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30)
+    assert all(status == 200 for status, _ in seen), {s for s, _ in seen}
+    assert {v for _, v in seen} == {v1.version, v2.version}
+    after = _recs(client, user, k=20).json()
+    assert after["model_version"] == v1.version
+    assert _ids(after) == _ids(before)
+    assert [i["score"] for i in after["items"]] == pytest.approx(
+        [i["score"] for i in before["items"]], abs=1e-5
+    )
+    reasons = [p.reason for p in store.model_history(3)]
+    assert reasons[0] == f"rollback from {v2.version}"
+
+
 # --------------------------------------------------------------------------- fuzzing
 def test_fuzzed_requests_never_get_5xx(api: str) -> None:
     """Schemathesis generates valid and invalid requests for every operation of the published
