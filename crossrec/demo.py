@@ -4,7 +4,9 @@ Today: synthetic world -> split -> baselines -> the cross-domain model trained o
 (2 CPU workers on a local Ray: pretrain on the source domain, adapt to the target, evaluate) ->
 evaluation table -> the model served on Ray Serve, and a scripted session of user events streamed
 through the embedded Kafka-protocol broker and Redis, with the user's recommendations asked from
-the HTTP API before and after, a cold-start query and a new item added through the API.
+the HTTP API before and after, a cold-start query and a new item added through the API ->
+a drift episode: a topic becomes popular, online learning fine-tunes, the gate promotes, serving
+follows, a corrupted update is rejected, and a rollback restores the previous version.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from crossrec.reporting import models_table
 def run_demo(cfg: CrossRecConfig, echo: Callable[[str], None] = print) -> list[EvaluationRow]:
     """Runs the demo and returns the evaluation rows."""
     started = time.perf_counter()
-    total = 6
+    total = 7
     echo(f"[1/{total}] loading data: format={cfg.data.format}")
     dataset = load_dataset(cfg.data)
     stats = dataset.stats()
@@ -79,7 +81,11 @@ def run_demo(cfg: CrossRecConfig, echo: Callable[[str], None] = print) -> list[E
          "consumer worker -> embedded Redis -> user vector -> next request")  # fmt: skip
     from crossrec.stream.session import run_stream_session
 
-    run_stream_session(cfg, dataset, models_dir, echo)
+    run_stream_session(
+        cfg, dataset, models_dir, echo,
+        online_step=f"[7/{total}] online learning: preferences shift; streamed events become "
+        "samples; a fine-tune round as a Ray task; the gate; promotion; serving follows",
+    )  # fmt: skip
     echo("")
     echo(f"demo finished in {time.perf_counter() - started:.1f}s")
     return run.rows

@@ -129,6 +129,12 @@ def test_demo_runs_on_a_small_world(tmp_path: Path) -> None:
     assert "PUT /v1/items/films/demo-new-1 -> 201" in result.output
     similar = next(line for line in result.output.splitlines() if "similar to" in line)
     assert "(demo-new-1)" in similar
+    # The drift episode: a gate decision with both scores, and the corrupted update rejected.
+    assert "[7/7] online learning" in result.output
+    gate = next(line for line in result.output.splitlines() if "gate: " in line)
+    assert "holdout recall@20" in gate
+    assert "regression" in gate
+    assert "a corrupted update (labels shuffled): rejected" in result.output
     (model_dir,) = tmp_path.glob("demo-*/models/films")
     assert (model_dir / "manifest.json").is_file()
 

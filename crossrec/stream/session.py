@@ -58,9 +58,11 @@ def run_stream_session(
     models_dir: str | Path,
     echo: Callable[[str], None] = print,
     k: int = 5,
-) -> dict[str, int]:
+    online_step: str | None = None,
+) -> dict[str, float]:
     """Serves the model, streams a scripted session and prints the user's recommendations as
-    the API answers them."""
+    the API answers them; with ``online_step`` (its header line) the drift episode follows
+    (`crossrec.online.episode`)."""
     name, checkpoint = sorted(checkpoint_dirs(models_dir).items())[0]
     target = json.loads((checkpoint / MANIFEST_FILE).read_text()).get("target_domain") or name
     source = next(d for d in dataset.domains if d != target)
@@ -90,6 +92,7 @@ def run_stream_session(
         thread = threading.Thread(target=worker.run, daemon=True, name="demo-stream-worker")
         thread.start()
         counter = {"n": 0}
+        figures: dict[str, float] = {}
         from serving.launcher import serve_app
 
         cfg.serve.port = free_port()
@@ -168,14 +171,23 @@ def run_stream_session(
                 deadline = time.monotonic() + 60
                 while worker.report.dead_letters < 1 and time.monotonic() < deadline:
                     time.sleep(0.05)
-            echo(f"       a malformed event went to {cfg.stream.dead_letter_topic} "
-                 f"({worker.report.dead_letters} dead letter)")  # fmt: skip
-            top_pop = store.popularity(target, 3)
-            echo("       popular in " + target + " now: " + ", ".join(
-                dataset.items[dataset.item_index[(target, i)]].title for i, _ in top_pop
-            ))  # fmt: skip
+                echo(f"       a malformed event went to {cfg.stream.dead_letter_topic} "
+                     f"({worker.report.dead_letters} dead letter)")  # fmt: skip
+                top_pop = store.popularity(target, 3)
+                echo("       popular in " + target + " now: " + ", ".join(
+                    dataset.items[dataset.item_index[(target, i)]].title for i, _ in top_pop
+                ))  # fmt: skip
+                if online_step is not None:
+                    from crossrec.online.episode import run_drift_episode
+
+                    echo(online_step)
+                    figures = run_drift_episode(
+                        cfg, dataset, store, producer,
+                        lambda method, path, body: call_api(url, method, path, body),
+                        target, Path(models_dir).parent / "registry", echo,
+                    )  # fmt: skip
         finally:
             worker.stop()
             thread.join(60)
             store.close()
-    return {"events": counter["n"], "dead_letters": worker.report.dead_letters}
+    return {"events": counter["n"], "dead_letters": worker.report.dead_letters, **figures}
