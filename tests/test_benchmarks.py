@@ -108,3 +108,24 @@ def test_serving_benchmark_writes_its_rows(
         assert 0 < row["p50_ms"] <= row["p95_ms"] <= row["p99_ms"]
         assert row["qps"] > 0
     assert "serve/in-process p50" in capsys.readouterr().out
+
+
+@pytest.mark.integration
+@pytest.mark.slow
+def test_online_benchmark_writes_its_rows(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "online.json"
+    code = _module("online").main(
+        ["--sizes", "100,200", "--json", str(out), "--set", "data.synthetic.num_users=150",
+         "--set", "online.steps=5", "--set", "online.regression_size=60"]
+    )  # fmt: skip
+    assert code == 0
+    rows = json.loads(out.read_text())["rows"]
+    # A round trains on its new samples and on the previous round's holdout.
+    assert [r["new_samples"] for r in rows] == [100, 200 + rows[0]["holdout"]]
+    for row in rows:
+        assert row["replay"] > 0
+        assert row["holdout"] >= 20
+        assert 0 < row["train_s"] <= row["round_s"]
+    assert "| new samples | replay |" in capsys.readouterr().out

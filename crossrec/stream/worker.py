@@ -2,8 +2,9 @@
 
 The loop, per batch: poll -> validate every record -> send invalid ones to the dead-letter
 topic (original bytes as the value; reason and source topic/partition/offset as headers) ->
-write the valid ones to the feature store in one idempotent pipeline -> wait for the dead-letter
-sends -> commit the offsets -> refresh dirty users' vectors. Offsets are committed only after
+write the valid ones to the feature store in one idempotent pipeline -> record them as
+online-learning samples (`crossrec.online.samples`) -> wait for the dead-letter sends -> commit
+the offsets -> refresh dirty users' vectors. Offsets are committed only after
 everything before them is stored, and stored writes are idempotent by ``event_id``, so a crash at
 any point replays the uncommitted records and nothing is lost or counted twice.
 
