@@ -9,7 +9,8 @@ STAMP := $(VENV)/.crossrec-installed
 # box whose default index only has CUDA builds.
 TORCH_INDEX_URL ?=
 TORCH_PIP_ARGS := $(if $(TORCH_INDEX_URL),--index-url $(TORCH_INDEX_URL),)
-DEMO_ARGS ?=
+# `make demo` serves for 2 minutes after the last step; DEMO_ARGS= serves until Ctrl-C.
+DEMO_ARGS ?= --exit-after 120
 PYTEST_ARGS ?=
 
 .PHONY: install demo test lint format clean

@@ -116,6 +116,15 @@ def config_show(config: ConfigOpt = None, set_: SetOpt = None) -> None:
     typer.echo(_load(config, set_).to_yaml(), nl=False)
 
 
+@config_app.command("reference")
+def config_reference_cmd() -> None:
+    """Print the configuration reference (Markdown: every field, type, default, meaning), as
+    the README embeds it."""
+    from crossrec.config import config_reference
+
+    typer.echo(config_reference(), nl=False)
+
+
 @data_app.command("inspect")
 @handle_errors
 def data_inspect(
@@ -368,12 +377,40 @@ def demo(
     json_file: Annotated[
         Path | None, typer.Option("--json", help="Also write the result rows to this JSON file.")
     ] = None,
+    data: Annotated[
+        str | None,
+        typer.Option("--data", help="Your data (a file or folder) instead of the synthetic world."),
+    ] = None,
+    fmt: Annotated[
+        str | None,
+        typer.Option(
+            "--format",
+            "-f",
+            help="Format of --data: movielens, amazon, llmcdsr, "
+            "recbole, table (see the README's data formats).",
+        ),
+    ] = None,
+    exit_after: Annotated[
+        float | None,
+        typer.Option(
+            min=0,
+            help="Stop serving this many seconds after the last step (default: "
+            "keep serving until Ctrl-C).",
+        ),
+    ] = None,
 ) -> None:
-    """Run the end-to-end demo on embedded defaults: synthetic world -> baselines -> evaluation."""
+    """Run the end-to-end demo on embedded defaults, no external services: data -> baselines ->
+    Ray Train pre-training and adaptation -> evaluation table -> the Ray Serve API -> a scripted
+    session of events through the embedded Kafka-protocol broker into the embedded Redis ->
+    recommendations before and after, cold-start item and user -> a drift episode with online
+    learning -> keeps serving until Ctrl-C (or --exit-after)."""
     from crossrec.demo import run_demo
 
-    cfg = _load(config, set_)
-    rows = run_demo(cfg, echo=typer.echo)
+    if (data is None) != (fmt is None):
+        _fail("--data and --format go together (e.g. --data ../shared/data/ml-100k --format "
+              "movielens)")  # fmt: skip
+    cfg = _load(config, set_, format=fmt, path=data)
+    rows = run_demo(cfg, echo=typer.echo, exit_after_s=exit_after)
     if json_file is not None:
         json_file.write_text(json.dumps([r.to_dict() for r in rows], indent=2))
         typer.echo(f"wrote {json_file}")

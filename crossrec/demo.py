@@ -26,8 +26,14 @@ from crossrec.models.variants import variant_config
 from crossrec.reporting import models_table
 
 
-def run_demo(cfg: CrossRecConfig, echo: Callable[[str], None] = print) -> list[EvaluationRow]:
-    """Runs the demo and returns the evaluation rows."""
+def run_demo(
+    cfg: CrossRecConfig,
+    echo: Callable[[str], None] = print,
+    *,
+    exit_after_s: float | None = 0.0,
+) -> list[EvaluationRow]:
+    """Runs the demo and returns the evaluation rows. At the end the API stays up for
+    ``exit_after_s`` seconds (None: until Ctrl-C / SIGTERM)."""
     started = time.perf_counter()
     total = 7
     echo(f"[1/{total}] loading data: format={cfg.data.format}")
@@ -85,6 +91,7 @@ def run_demo(cfg: CrossRecConfig, echo: Callable[[str], None] = print) -> list[E
         cfg, dataset, models_dir, echo,
         online_step=f"[7/{total}] online learning: preferences shift; streamed events become "
         "samples; a fine-tune round as a Ray task; the gate; promotion; serving follows",
+        exit_after_s=exit_after_s,
     )  # fmt: skip
     echo("")
     echo(f"demo finished in {time.perf_counter() - started:.1f}s")

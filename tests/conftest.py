@@ -71,6 +71,22 @@ def redis_server():  # type: ignore[no-untyped-def]
 _NAMES = iter(range(1_000_000))
 
 
+def services_config(kafka_broker, redis_server, name: str) -> CrossRecConfig:  # type: ignore[no-untyped-def]
+    """A config on the session's broker and redis-server with its own topics (2 partitions),
+    consumer group and key prefix, all named after ``name``; short timeouts for tests."""
+    cfg = CrossRecConfig()
+    s = cfg.stream
+    s.bootstrap_servers, s.api_version, s.mock_broker = kafka_broker.bootstrap_servers, "2.1", True
+    s.topic, s.dead_letter_topic, s.group_id = f"{name}-events", f"{name}-dlq", f"{name}-group"
+    s.poll_timeout_ms, s.backoff_s, s.max_backoff_s, s.rejoin_timeout_s = 200, 0.1, 0.5, 20.0
+    s.updates.model_check_s = 0.3
+    for topic in (s.topic, s.dead_letter_topic):
+        kafka_broker.create_topic(topic, 2)
+    cfg.feature_store.url = redis_server.url
+    cfg.feature_store.key_prefix = name
+    return cfg
+
+
 def unique(name: str) -> str:
     """A name no other test uses (topics, groups, key prefixes)."""
     return f"{name}-{next(_NAMES)}"

@@ -109,7 +109,8 @@ def test_evaluate_rejects_unknown_baseline_and_protocol() -> None:
 def test_demo_runs_on_a_small_world(tmp_path: Path) -> None:
     result = runner.invoke(
         app,
-        ["demo", "--set", "data.synthetic.num_users=200", "--set", "train.max_epochs=2",
+        ["demo", "--exit-after", "0", "--set", "data.synthetic.num_users=200",
+         "--set", "train.max_epochs=2",
          "--set", "train.pretrain_max_epochs=2", "--set", f"train.storage_path={tmp_path}"],
     )  # fmt: skip
     assert result.exit_code == 0, result.output

@@ -96,3 +96,25 @@ def test_example_configs_load_and_match_their_variant() -> None:
         if file.name.startswith("food-kitchen"):
             assert cfg.data.format == "llmcdsr"
             assert cfg.data.domain_names == ["food", "kitchen"]
+
+
+def test_the_readme_config_reference_is_current() -> None:
+    """The README embeds `crossrec config reference`; regenerate it when a field changes."""
+    from crossrec.config import config_reference
+
+    readme = (Path(__file__).resolve().parents[1] / "README.md").read_text()
+    start = readme.index("<!-- config-reference:start")
+    start = readme.index("\n", start) + 1
+    end = readme.index("<!-- config-reference:end -->")
+    assert readme[start:end] == config_reference(), (
+        "README.md's configuration reference is out of date: replace the block between the "
+        "config-reference markers with the output of `crossrec config reference`"
+    )
+
+
+def test_every_config_field_is_documented() -> None:
+    from crossrec.config import config_reference
+
+    undocumented = [line for line in config_reference().splitlines()
+                    if line.startswith("| `") and line.rstrip().endswith("|  |")]  # fmt: skip
+    assert not undocumented

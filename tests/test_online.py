@@ -38,7 +38,7 @@ from crossrec.online.samples import Sample, SampleRecorder, read_samples, write_
 from crossrec.stream.events import Event, EventProducer
 from crossrec.stream.runner import publish_model
 from crossrec.stream.worker import StreamWorker
-from tests.conftest import unique
+from tests.conftest import services_config, unique
 from tests.test_stream import WorkerThread, wait_for
 
 TREND = "horror"
@@ -143,18 +143,8 @@ def world(
     """The trained model is current; 300 users' histories are backfilled (their samples are
     history, the learner starts after them); the stream worker runs; the regression set is the
     world's pre-shift test cases."""
-    name = unique("online")
     root = tmp_path_factory.mktemp("online")
-    cfg = CrossRecConfig()
-    s = cfg.stream
-    s.bootstrap_servers, s.api_version, s.mock_broker = kafka_broker.bootstrap_servers, "2.1", True
-    s.topic, s.dead_letter_topic, s.group_id = f"{name}-events", f"{name}-dlq", f"{name}-group"
-    s.poll_timeout_ms, s.backoff_s, s.max_backoff_s, s.rejoin_timeout_s = 200, 0.1, 0.5, 20.0
-    s.updates.model_check_s = 0.3
-    for topic in (s.topic, s.dead_letter_topic):
-        kafka_broker.create_topic(topic, 2)
-    cfg.feature_store.url = redis_server.url
-    cfg.feature_store.key_prefix = name
+    cfg = services_config(kafka_broker, redis_server, unique("online"))
     cfg.registry.root = str(root / "registry")
     world = trained_split.dataset
     regression = []

@@ -9,6 +9,7 @@ import shutil
 import threading
 import time
 from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -28,7 +29,7 @@ from crossrec.models.crossrec_model import WEIGHTS_FILE, CrossRecModel
 from crossrec.stream.events import Event, EventProducer
 from crossrec.stream.runner import publish_model
 from crossrec.stream.worker import StreamWorker
-from tests.conftest import unique
+from tests.conftest import services_config, unique
 from tests.test_stream import WorkerThread, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -58,17 +59,7 @@ def versions(trained_version: Path, tmp_path_factory: pytest.TempPathFactory) ->
 
 @pytest.fixture(scope="module")
 def cfg(kafka_broker: EmbeddedKafka, redis_server: EmbeddedRedis) -> CrossRecConfig:
-    name = unique("serving")
-    cfg = CrossRecConfig()
-    s = cfg.stream
-    s.bootstrap_servers, s.api_version, s.mock_broker = kafka_broker.bootstrap_servers, "2.1", True
-    s.topic, s.dead_letter_topic, s.group_id = f"{name}-events", f"{name}-dlq", f"{name}-group"
-    s.poll_timeout_ms, s.backoff_s, s.max_backoff_s, s.rejoin_timeout_s = 500, 0.1, 0.5, 20.0
-    s.updates.model_check_s = 0.5
-    for topic in (s.topic, s.dead_letter_topic):
-        kafka_broker.create_topic(topic, 2)
-    cfg.feature_store.url = redis_server.url
-    cfg.feature_store.key_prefix = name
+    cfg = services_config(kafka_broker, redis_server, unique("serving"))
     v = cfg.serve
     v.port, v.api_key, v.model_check_s, v.new_items_check_s = free_port(), API_KEY, 0.3, 0.2
     v.max_body_bytes = 64 * 1024
@@ -114,6 +105,32 @@ def _ids(body: dict[str, Any]) -> list[str]:
 
 def _recs(client: httpx.Client, user: str, **params: Any) -> httpx.Response:
     return client.get(f"/v1/users/{user}/recommendations", params={"domain": "films", **params})
+
+
+@contextmanager
+def hammering(api: str, user: str, k: int) -> Iterator[list[tuple[int, str]]]:
+    """Two client threads asking for ``user``'s recommendations without pause while inside;
+    yields the (status, model version) of every answer, in order."""
+    seen: list[tuple[int, str]] = []
+    stop = threading.Event()
+
+    def hammer() -> None:
+        with httpx.Client(base_url=api, timeout=60) as c:
+            for _ in range(100_000):
+                if stop.is_set():
+                    return
+                r = _recs(c, user, k=k)
+                seen.append((r.status_code, r.json().get("model_version", "")))
+
+    threads = [threading.Thread(target=hammer, daemon=True) for _ in range(2)]
+    for t in threads:
+        t.start()
+    try:
+        yield seen
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(30)
 
 
 # --------------------------------------------------------------------------- the API
@@ -400,29 +417,11 @@ def test_hot_reload_keeps_answering(
     v1, v2 = version_of(versions["v1"]), version_of(versions["v2"])
     first = _recs(client, user, k=10).json()
     assert first["model_version"] == v1
-    seen: list[tuple[int, str]] = []
-    stop = threading.Event()
-
-    def hammer() -> None:
-        with httpx.Client(base_url=api, timeout=60) as c:
-            for _ in range(100_000):
-                if stop.is_set():
-                    return
-                r = _recs(c, user, k=10)
-                seen.append((r.status_code, r.json().get("model_version", "")))
-
-    threads = [threading.Thread(target=hammer, daemon=True) for _ in range(2)]
-    for t in threads:
-        t.start()
-    try:
+    with hammering(api, user, 10) as seen:
         time.sleep(0.5)
         publish_model(store, versions["v2"])
         wait_for("version v2", lambda: bool(seen) and seen[-1][1] == v2, timeout=90)
         time.sleep(0.5)
-    finally:
-        stop.set()
-        for t in threads:
-            t.join(30)
     assert all(status == 200 for status, _ in seen), {s for s, _ in seen}
     versions_seen = [v for _, v in seen]
     assert set(versions_seen) == {v1, v2}
@@ -486,30 +485,12 @@ def test_promotion_and_rollback_keep_answering_and_rollback_is_exact(
                               domain=it.domain, event_type="view", timestamp=time.time() - 10 + n)
                         for n, it in enumerate(world.items[5:11])])  # fmt: skip
     before = _recs(client, user, k=20).json()
-    seen: list[tuple[int, str]] = []
-    stop = threading.Event()
-
-    def hammer() -> None:
-        with httpx.Client(base_url=api, timeout=60) as c:
-            for _ in range(100_000):
-                if stop.is_set():
-                    return
-                r = _recs(c, user, k=20)
-                seen.append((r.status_code, r.json().get("model_version", "")))
-
-    threads = [threading.Thread(target=hammer, daemon=True) for _ in range(2)]
-    for t in threads:
-        t.start()
-    try:
+    with hammering(api, user, 20) as seen:
         registry.promote(store, v2.version, reason="test: promote")
         wait_for("v2 served", lambda: bool(seen) and seen[-1][1] == v2.version, timeout=90)
         assert registry.rollback(store).version == v1.version
         wait_for("v1 served again", lambda: seen[-1][1] == v1.version, timeout=90)
         time.sleep(0.3)
-    finally:
-        stop.set()
-        for t in threads:
-            t.join(30)
     assert all(status == 200 for status, _ in seen), {s for s, _ in seen}
     assert {v for _, v in seen} == {v1.version, v2.version}
     after = _recs(client, user, k=20).json()

@@ -72,20 +72,6 @@ class CandidateRunner(Protocol):
     ) -> CandidateResult: ...
 
 
-def local_runner(
-    parent_uri: str,
-    parent_version: str,
-    data: RoundData,
-    cfg: OnlineConfig,
-    out_dir: str,
-    *,
-    rank: bool,
-    drill: str | None,
-) -> CandidateResult:
-    """Trains the candidate in this process."""
-    return train_candidate(parent_uri, parent_version, data, cfg, out_dir, rank=rank, drill=drill)
-
-
 @dataclass
 class RoundOutcome:
     """One round's decision."""
@@ -176,7 +162,7 @@ class OnlineLearner:
         self.store = store
         self.buffer = buffer or RedisSampleBuffer(store, cfg.online)
         self.registry = registry or ModelRegistry(cfg.registry.root)
-        self.runner: CandidateRunner = runner or local_runner
+        self.runner: CandidateRunner = runner or train_candidate
         self._last_round = time.monotonic()
         self._regression: list[Sample] | None = None
 

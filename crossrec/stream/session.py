@@ -52,6 +52,43 @@ def call_api(url: str, method: str, path: str, body: Any = None) -> tuple[int, A
         return exc.code, json.loads(exc.read() or b"{}")
 
 
+def _cold_start_texts(dataset: CrossDomainDataset, target: str) -> tuple[str, dict[str, Any], str]:
+    """A text query, a new item and a near-duplicate of its title for the cold-start steps:
+    fixed ones for the synthetic world, made from a catalogue title for real data."""
+    if dataset.name.startswith("synthetic"):
+        item = {"title": "Starship Nebula: The Last Voyage", "categories": ["Sci-Fi Adventure"]}
+        return "a voyage to the stars aboard a starship", item, "The Last Voyage of the Starship"
+    offset = int(dataset.offsets[dataset.domain_index[target]])
+    model_item = dataset.items[offset]
+    title = model_item.title or model_item.item_id
+    item = {"title": f"{title} (new edition)", "categories": list(model_item.categories)}
+    return title, item, f"{title}, new edition"
+
+
+def _keep_serving(
+    url: str, target: str, query: str, exit_after_s: float | None, echo: Callable[[str], None]
+) -> None:
+    """Keeps the API up until Ctrl-C / SIGTERM or ``exit_after_s``."""
+    from crossrec.stream.runner import stop_on_signals
+
+    until = "Ctrl-C stops it" if exit_after_s is None else f"for {exit_after_s:g}s"
+    echo(f"       the API stays up at {url} ({until}); try:")
+    echo(f"         curl '{url}/v1/users/demo-user/recommendations?domain={target}&k=5'")
+    body = json.dumps({"domain": target, "query": query, "k": 5})
+    echo(f"         curl -X POST {url}/v1/recommendations -H 'content-type: application/json' "
+         f"-d '{body}'")  # fmt: skip
+    echo(f"         open {url}/docs for every endpoint")
+    stop = threading.Event()
+    deadline = None if exit_after_s is None else time.monotonic() + exit_after_s
+    with stop_on_signals(stop.set):
+        while not stop.is_set():
+            left = None if deadline is None else deadline - time.monotonic()
+            if left is not None and left <= 0:
+                break
+            stop.wait(0.5 if left is None else min(0.5, left))
+    echo("       stopping: Serve, the stream worker, the broker and redis-server")
+
+
 def run_stream_session(
     cfg: CrossRecConfig,
     dataset: CrossDomainDataset,
@@ -59,13 +96,15 @@ def run_stream_session(
     echo: Callable[[str], None] = print,
     k: int = 5,
     online_step: str | None = None,
+    exit_after_s: float | None = 0.0,
 ) -> dict[str, float]:
     """Serves the model, streams a scripted session and prints the user's recommendations as
     the API answers them; with ``online_step`` (its header line) the drift episode follows
-    (`crossrec.online.episode`)."""
+    (`crossrec.online.episode`). Then the API stays up for ``exit_after_s`` seconds (None:
+    until Ctrl-C / SIGTERM) with the stream worker still consuming."""
     name, checkpoint = sorted(checkpoint_dirs(models_dir).items())[0]
     target = json.loads((checkpoint / MANIFEST_FILE).read_text()).get("target_domain") or name
-    source = next(d for d in dataset.domains if d != target)
+    source = next((d for d in dataset.domains if d != target), target)
     real_user = _pick_user(dataset, source, target)
     seq = dataset.user_sequence(real_user)
     by_domain: dict[str, list[int]] = {source: [], target: []}
@@ -74,6 +113,8 @@ def run_stream_session(
         if domain in by_domain:
             by_domain[domain].append(g)
     books, films = by_domain[source][:6], by_domain[target]
+    if source == target:  # one domain only: the first steps replay target items
+        books, films = films[:4], films[4:]
     shown, held_out = films[:2], {dataset.items[g].item_id for g in films[2:]}
     user = "demo-user"
 
@@ -145,7 +186,7 @@ def run_stream_session(
                 path = f"/v1/users/{user}/recommendations?domain={target}"
                 status, _ = call_api(url, "GET", path)
                 echo(f"       before any event: {user} is unknown to the API ({status})")
-                query = "a voyage to the stars aboard a starship"
+                query, new_item, similar_text = _cold_start_texts(dataset, target)
                 status, body = call_api(url, "POST", "/v1/recommendations",
                                         {"domain": target, "query": query, "k": 3})  # fmt: skip
                 echo(f"       cold start from text alone, query {query!r}:")
@@ -157,14 +198,12 @@ def run_stream_session(
                 echo(f"       then {len(shown)} {target}: "
                      + "; ".join(dataset.items[g].title for g in shown))  # fmt: skip
                 show(f"{len(shown)} {target} events", send(shown, "purchase"))
-                new_item = {"title": "Starship Nebula: The Last Voyage",
-                            "categories": ["Sci-Fi Adventure"]}  # fmt: skip
                 status, body = call_api(url, "PUT", f"/v1/items/{target}/demo-new-1", new_item)
                 echo(f"       new item through the API: PUT /v1/items/{target}/demo-new-1 "
                      f"-> {status} ({body.get('text')})")  # fmt: skip
-                similar = {"domain": target, "k": 3, "text": "The Last Voyage of the Starship"}
+                similar = {"domain": target, "k": 3, "text": similar_text}
                 status, body = call_api(url, "POST", "/v1/similar-items", similar)
-                echo("       similar to 'The Last Voyage of the Starship': " + "; ".join(
+                echo(f"       similar to {similar_text!r}: " + "; ".join(
                     f"{i['text']} ({i['item_id']})" for i in body["items"]))  # fmt: skip
                 producer.send_raw(b'{"event_id": "demo-bad", "user_id": 7}', key=b"demo")
                 producer.flush()
@@ -186,6 +225,8 @@ def run_stream_session(
                         lambda method, path, body: call_api(url, method, path, body),
                         target, Path(models_dir).parent / "registry", echo,
                     )  # fmt: skip
+                if exit_after_s is None or exit_after_s > 0:
+                    _keep_serving(url, target, query, exit_after_s, echo)
         finally:
             worker.stop()
             thread.join(60)
