@@ -694,11 +694,12 @@ def online_run(
         typer.Option("--address", help="Ray address for online.runner=ray (default: local)."),
     ] = None,
 ) -> None:
-    """Run rounds of incremental fine-tuning when online.every_samples new samples arrived (or
-    online.every_s passed); promote candidates that pass the gate.
+    """Fine-tune from the stream's samples in rounds; promote what passes the gate.
 
-    Needs the feature store the stream workers write samples to (feature_store.url). Every
-    decision is printed with the holdout and regression scores of both versions."""
+    A round starts once online.every_samples new samples arrived (or online.every_s passed
+    with at least online.min_samples). Needs the feature store the stream workers write
+    samples to (feature_store.url). Every decision is printed with the holdout and regression
+    scores of both versions."""
     import contextlib
     import threading
 

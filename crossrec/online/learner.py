@@ -331,8 +331,9 @@ class OnlineLearner:
                 break
             try:
                 outcome = self.run_round()
-            except CrossRecError as exc:
-                logger.error("online round failed (nothing promoted; retried later): %s", exc)
+            except Exception:  # a failed round (store down, a task that died) must not end
+                # the learner: nothing was promoted, the samples stay, the next check retries.
+                logger.exception("online round failed (nothing promoted; retried later)")
                 outcome = None
             if outcome is not None:
                 outcomes.append(outcome)
