@@ -52,6 +52,13 @@ logger = logging.getLogger(__name__)
 
 EpochCallback = Callable[[dict[str, Any]], None]
 
+# What adapter-only fine-tuning trains (in `adapt`, and in online rounds): the item adapter,
+# the item and domain embeddings, and the user tower's target query and output layers.
+ADAPTER_PARAMETERS = (
+    "item_tower.adapter", "item_tower.domain_emb", "item_tower.id_emb",
+    "user_tower.target_query", "user_tower.out",
+)  # fmt: skip
+
 # Pretraining stops once an epoch lowers the training loss by less than this fraction.
 LOSS_PLATEAU = 0.002
 
@@ -398,10 +405,7 @@ class CrossRecTrainer:
             elif finetune == "full":
                 wanted = True
             else:  # adapter / lora: the item adapter, item embeddings and the target query
-                wanted = name.startswith(
-                    ("item_tower.adapter", "item_tower.domain_emb", "item_tower.id_emb",
-                     "user_tower.target_query", "user_tower.out")
-                )  # fmt: skip
+                wanted = name.startswith(ADAPTER_PARAMETERS)
             param.requires_grad_(wanted)
             if wanted:
                 chosen.append(param)

@@ -30,15 +30,11 @@ from crossrec.metrics import mrr_at_k, ndcg_at_k, recall_at_k, target_ranks
 from crossrec.models.bundle import checkpoint_dirs
 from crossrec.models.crossrec_model import CrossRecModel
 from crossrec.online.samples import Sample
+from crossrec.trainer import ADAPTER_PARAMETERS
 
 logger = logging.getLogger(__name__)
 
 DRILLS = ("shuffle-labels",)
-
-_ADAPTER_PARAMS = (
-    "item_tower.adapter", "item_tower.domain_emb", "item_tower.id_emb",
-    "user_tower.target_query", "user_tower.out",
-)  # fmt: skip
 
 
 @dataclass
@@ -138,7 +134,7 @@ def trainable_parameters(model: CrossRecModel, what: str) -> list[nn.Parameter]:
         elif what == "full":
             wanted = True
         else:
-            wanted = name.startswith(_ADAPTER_PARAMS)
+            wanted = name.startswith(ADAPTER_PARAMETERS)
         param.requires_grad_(wanted)
         if wanted:
             chosen.append(param)
