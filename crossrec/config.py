@@ -685,6 +685,14 @@ class OnlineConfig(_Section):
         "current version: it catches broken updates, and allows the drop a real preference "
         "shift brings to old behaviour.",
     )
+    regression_relative_margin: float = Field(
+        0.25,
+        ge=0.0,
+        le=1.0,
+        description="On the regression set, a candidate may also lose at most this share of "
+        "the current score: the allowed drop is the smaller of this and regression_margin, so "
+        "a weak current model (a low score) is protected as well as a strong one.",
+    )
     regression_path: str | None = Field(
         None,
         description="A fixed regression set (JSONL samples); None = frozen from the buffer's "

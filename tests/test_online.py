@@ -81,6 +81,12 @@ def test_the_gate_allows_the_margins_and_nothing_more() -> None:
     ok, reasons, _ = gate(_result({"h": 0.40, "r": 0.80}, {"h": 0.60, "r": 0.30}), cfg)
     assert not ok
     assert "regression recall@20 0.3000" in reasons[0]
+    # A weak current model: the drop allowed on the regression set is a share of its score.
+    ok, reasons, _ = gate(_result({"h": 0.40, "r": 0.28}, {"h": 0.48, "r": 0.22}), cfg)
+    assert ok, reasons
+    ok, reasons, _ = gate(_result({"h": 0.40, "r": 0.28}, {"h": 0.48, "r": 0.14}), cfg)
+    assert reasons == ["films: regression recall@20 0.1400 is below the current 0.2800 by more "
+                       "than 0.0700 (25% of it)"]  # fmt: skip
     ok, reasons, _ = gate(_result({"h": 0.4, "r": 0.8}, {"h": float("nan"), "r": 0.8}), cfg)
     assert not ok  # a NaN score never passes
     ok, reasons, _ = gate(_result({"h": 0.4, "r": 0.8}, {"h": 0.5, "r": 0.8}, steps=0), cfg)
@@ -328,7 +334,9 @@ def test_a_corrupted_update_is_rejected_and_nothing_changes(world: World) -> Non
     assert outcome.drill == "shuffle-labels"
     assert any("regression recall@20" in r for r in outcome.reasons), outcome.reasons
     reg = outcome.scores["films"]["regression"]
-    assert reg["candidate"] < reg["current"] - world.cfg.online.regression_margin
+    ocfg = world.cfg.online
+    allowed = min(ocfg.regression_margin, ocfg.regression_relative_margin * reg["current"])
+    assert reg["candidate"] < reg["current"] - allowed
     assert world.store.current_model() == before
     assert [r.version for r in world.learner.registry.list()] == registered
     assert not any((world.learner.registry.root / ".candidates").iterdir())

@@ -110,6 +110,7 @@ def run_drift_episode(
          f"{time.perf_counter() - sent:.1f}s; their last {target} events "
          f"({len(regression)}) are the fixed regression set")  # fmt: skip
     learner.skip_backlog()
+    shift_start = learner.buffer.cursor()  # the drill replays the shift's window from here
 
     # 2. The shift.
     drift = drift_interactions(dataset, topic=trend, domain=target, users=chosen,
@@ -196,11 +197,18 @@ def run_drift_episode(
     echo(f"       Recall@20 on each user's next {target} event (not streamed, {len(post)} "
          f"users): frozen {frozen:.3f} -> online {online:.3f}")  # fmt: skip
 
+    # 5. A corrupted update: the shift's events again, with their labels shuffled. The window
+    # is rewound so the drill does not depend on how many samples the first round left over.
+    if shift_start is not None:
+        learner.buffer.set_cursor(shift_start)
+    _wait("the shift's samples", lambda: len(learner.pending()) >= len(streamed), 120)
     drill = learner.run_round(force=True, drill="shuffle-labels")
-    if drill is not None:
-        kept = store.current_model()
-        echo(f"       a corrupted update (labels shuffled): {drill.summary()}; served version "
-             f"stays {kept.version if kept else '-'}")  # fmt: skip
+    if drill is None:
+        raise CrossRecError(f"demo: the corrupted-update round did not run "
+                            f"({len(learner.pending())} new samples)")  # fmt: skip
+    kept = store.current_model()
+    echo(f"       a corrupted update (labels shuffled): {drill.summary()}; served version "
+         f"stays {kept.version if kept else '-'}")  # fmt: skip
     if outcome.accepted:
         back = learner.registry.rollback(store)
         started = time.perf_counter()

@@ -108,7 +108,12 @@ class RoundOutcome:
 def gate(
     result: CandidateResult, cfg: OnlineConfig
 ) -> tuple[bool, list[str], dict[str, dict[str, dict[str, float]]]]:
-    """The promotion rule. Returns (accepted, reasons for a rejection, scores)."""
+    """The promotion rule. Returns (accepted, reasons for a rejection, scores).
+
+    In every target domain the round trained, the candidate may score at most ``margin`` below
+    the current version on the holdout, and at most the smaller of ``regression_margin`` and
+    ``regression_relative_margin`` times the current score on the regression set. A NaN score
+    or an empty set rejects."""
     metric = cfg.gate_metric
     reasons: list[str] = []
     scores: dict[str, dict[str, dict[str, float]]] = {}
@@ -118,18 +123,24 @@ def gate(
             continue  # no sample of this domain: its model is unchanged
         trained += 1
         scores[domain] = {}
-        for set_name, margin in (("holdout", cfg.margin), ("regression", cfg.regression_margin)):
+        for set_name in ("holdout", "regression"):
             current = target.parent.get(set_name, {})
             candidate = target.candidate.get(set_name, {})
             n = int(current.get("n", 0))
             cur, cand = current.get(metric, float("nan")), candidate.get(metric, float("nan"))
             scores[domain][set_name] = {"current": cur, "candidate": cand, "n": float(n)}
+            margin, allowed = cfg.margin, f"{cfg.margin}"
+            if set_name == "regression":
+                relative = cfg.regression_relative_margin * cur
+                margin = min(cfg.regression_margin, relative)
+                share = f"{margin:.4f} ({cfg.regression_relative_margin:.0%} of it)"
+                allowed = f"{cfg.regression_margin}" if margin == cfg.regression_margin else share
             if n == 0:
                 reasons.append(f"{domain}: no {set_name} samples to judge the candidate on")
             elif not cand >= cur - margin:
                 reasons.append(
                     f"{domain}: {set_name} {metric} {cand:.4f} is below the current "
-                    f"{cur:.4f} by more than {margin}"
+                    f"{cur:.4f} by more than {allowed}"
                 )
     if not trained:
         reasons.append("no target domain had samples to train on")
