@@ -63,7 +63,10 @@ def run_demo(
 
     run = run_models(cfg, BASELINES, dataset, split=split, on_model_done=done)
 
-    sources, targets = ", ".join(dataset.domains[:-1]), ", ".join(split.target_domains)
+    targets = ", ".join(split.target_domains)
+    sources = ", ".join(cfg.adaptation.source_domains or
+                        [d for d in dataset.domains if d not in split.target_domains])  # fmt: skip
+    sources = sources or "the other domains"  # every domain is a target: each learns from the rest
     echo(f"[4/{total}] training crossrec-transfer on Ray Train ({cfg.train.num_workers} workers): "
          f"pretrain on {sources}, adapt to {targets}")  # fmt: skip
     rows, models_dir = _train_on_ray(cfg, echo)

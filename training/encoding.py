@@ -1,14 +1,15 @@
-"""Item text vectors for a training run: read from the run's embedding cache, the missing ones
-encoded by a Ray Data ``map_batches`` job over a pool of encoder actors (one GPU each when asked
-for) for large catalogues, or in this process for small ones; the cache is written back to the
-run's storage."""
+"""Item text vectors for a training run: read from the run's embedding cache (then from this
+machine's, ``encoder.cache_dir``), the missing ones encoded by a Ray Data ``map_batches`` job
+over a pool of encoder actors (one GPU each when asked for) for large catalogues, or in this
+process for small ones; new vectors are written back to the run's storage and this machine's
+cache."""
 
 from __future__ import annotations
 
 import logging
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -16,7 +17,7 @@ import numpy as np
 import torch
 
 from crossrec.config import EncoderConfig
-from crossrec.encoders.cache import EmbeddingCache, text_key
+from crossrec.encoders.cache import EmbeddingCache, default_cache_dir, text_key
 from crossrec.encoders.text_encoder import encoder_settings_key
 from training.storage import RunStorage
 
@@ -80,6 +81,33 @@ def encode_with_ray_data(
     return out
 
 
+def _machine_cache(cfg: EncoderConfig, namespace: str) -> EmbeddingCache | None:
+    root = Path(cfg.cache_dir).expanduser() if cfg.cache_dir else default_cache_dir()
+    try:
+        return EmbeddingCache(root, namespace)
+    except OSError as exc:
+        logger.warning("this machine's embedding cache at %s is unusable (%s): not used", root, exc)
+        return None
+
+
+class _EncodingProgress:
+    """Reports an in-process encoding at most every ``every_s`` seconds (and at the end)."""
+
+    def __init__(self, total: int, say: Callable[[str], None], every_s: float = 15.0) -> None:
+        self.total, self.say, self.every_s = total, say, every_s
+        self.started = self.last = time.perf_counter()
+
+    def __call__(self, done: int) -> None:
+        now = time.perf_counter()
+        if done < self.total and now - self.last < self.every_s:
+            return
+        self.last = now
+        rate = done / max(now - self.started, 1e-9)
+        left = (self.total - done) / rate if rate > 0 else float("nan")
+        tail = f", about {left:.0f}s left" if done < self.total else ""
+        self.say(f"encoding item texts: {done:,}/{self.total:,} ({rate:.0f} texts/s{tail})")
+
+
 def run_item_vectors(
     texts: Sequence[str],
     template_key: str,
@@ -87,12 +115,17 @@ def run_item_vectors(
     storage: RunStorage,
     *,
     use_gpu: bool = False,
+    on_message: Callable[[str], None] | None = None,
 ) -> torch.Tensor:
     """Text vectors of every item, through the run's embedding cache (``NAME/embeddings``).
 
-    Missing texts are encoded with Ray Data when there are at least ``encoder.ray_min_items``
-    of them, else in this process; new vectors are added to the cache in the run's storage.
+    Texts the run's cache lacks are looked up in this machine's cache (``encoder.cache_dir``,
+    default ``$CROSSREC_CACHE_DIR`` or ``~/.cache/crossrec``; the one ``crossrec evaluate`` and
+    the baselines fill). The rest are encoded with Ray Data when there are at least
+    ``encoder.ray_min_items`` of them, else in this process; new vectors are added to both
+    caches. ``on_message`` gets progress lines (counts, then encoding progress).
     """
+    say = on_message or (lambda message: None)
     namespace = encoder_settings_key(cfg)
     with tempfile.TemporaryDirectory(prefix="crossrec-embeddings-") as staging:
         root = storage.local_path() or Path(staging)
@@ -102,23 +135,50 @@ def run_item_vectors(
         keys = [text_key(template_key, t) for t in texts]
         found, cached = cache.get_many(keys)
         missing = sorted({texts[i] for i in np.flatnonzero(~found).tolist()})
-        logger.info(
-            "item vectors texts=%d cached=%d to_encode=%d", len(texts), int(found.sum()),
-            len(missing),
-        )  # fmt: skip
         by_text: dict[str, np.ndarray] = {}
-        if missing:
-            if len(missing) >= cfg.ray_min_items:
+        machine = _machine_cache(cfg, namespace) if missing else None
+        from_machine: dict[str, np.ndarray] = {}
+        if machine is not None:
+            there, vectors_there = machine.get_many([text_key(template_key, t) for t in missing])
+            from_machine = {missing[j]: np.asarray(vectors_there[j], dtype=np.float32)
+                            for j in np.flatnonzero(there).tolist()}  # fmt: skip
+        to_encode = [t for t in missing if t not in from_machine]
+        logger.info(
+            "item vectors texts=%d cached=%d machine_cache=%d to_encode=%d", len(texts),
+            int(found.sum()), len(from_machine), len(to_encode),
+        )  # fmt: skip
+        distinct = len(set(texts))
+        say(f"item texts: {len(texts):,} ({distinct:,} distinct); {distinct - len(missing):,} "
+            f"in the run's cache, {len(from_machine):,} in this machine's, {len(to_encode):,} "
+            "to encode")  # fmt: skip
+        by_text.update(from_machine)
+        if to_encode:
+            started = time.perf_counter()
+            if len(to_encode) >= cfg.ray_min_items:
+                say(f"encoding {len(to_encode):,} item texts with Ray Data "
+                    f"({cfg.ray_actors} actors)")  # fmt: skip
                 vectors = encode_with_ray_data(
-                    missing, cfg, num_actors=cfg.ray_actors, use_gpu=use_gpu
+                    to_encode, cfg, num_actors=cfg.ray_actors, use_gpu=use_gpu
                 )
             else:
                 from crossrec.encoders.text_encoder import TextEncoder
 
                 encoder = TextEncoder.from_config(cfg)
-                vectors = encoder.encode(missing, cfg.batch_size, progress="encoding items").numpy()
-            cache.put_many([text_key(template_key, t) for t in missing], vectors)
-            by_text = {t: vectors[j] for j, t in enumerate(missing)}
+                vectors = encoder.encode(
+                    to_encode, cfg.batch_size, progress="encoding items",
+                    on_batch=_EncodingProgress(len(to_encode), say),
+                ).numpy()  # fmt: skip
+            say(f"encoded {len(to_encode):,} item texts in {time.perf_counter() - started:.1f}s")
+            by_text.update({t: vectors[j] for j, t in enumerate(to_encode)})
+            if machine is not None:
+                try:
+                    machine.put_many([text_key(template_key, t) for t in to_encode], vectors)
+                except OSError as exc:
+                    logger.warning("could not add vectors to this machine's embedding cache: %s",
+                                   exc)  # fmt: skip
+        if missing:
+            cache.put_many([text_key(template_key, t) for t in missing],
+                           np.stack([by_text[t] for t in missing]))  # fmt: skip
             if not storage.is_local:
                 storage.upload(root / EMBEDDINGS_DIR, EMBEDDINGS_DIR)
         dim = next(iter(by_text.values())).shape[0] if by_text else np.asarray(cached[0]).shape[0]

@@ -222,6 +222,7 @@ def _run(cfg: CrossRecConfig, storage: RunStorage, on_event: EventCallback | Non
     vectors = run_item_vectors(
         item_texts(dataset, template), template.key(), cfg.encoder, storage,
         use_gpu=cfg.train.use_gpu,
+        on_message=lambda message: emit({"event": "message", "message": message}),
     )  # fmt: skip
     run = TrainingRun(name=name, storage=storage, split=split)
     split_ref, vectors_ref = ray.put(split), ray.put(vectors)

@@ -13,7 +13,7 @@ import importlib.util
 import logging
 import os
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 
 import numpy as np
@@ -145,9 +145,16 @@ class TextEncoder(torch.nn.Module):
 
     @torch.no_grad()
     def encode(
-        self, texts: Sequence[str], batch_size: int = 64, progress: str | None = None
+        self,
+        texts: Sequence[str],
+        batch_size: int = 64,
+        progress: str | None = None,
+        on_batch: Callable[[int], None] | None = None,
     ) -> torch.Tensor:
-        """``[len(texts), dim]`` float32 CPU vectors. Texts are batched by length for speed."""
+        """``[len(texts), dim]`` float32 CPU vectors. Texts are batched by length for speed.
+
+        ``progress`` names a progress bar (shown on a terminal); ``on_batch`` is called with the
+        number of texts encoded so far after every batch."""
         out = torch.empty(len(texts), self.dim)
         order = np.argsort([-len(t) for t in texts], kind="stable")
         show = progress is not None and sys.stderr.isatty()
@@ -166,6 +173,8 @@ class TextEncoder(torch.nn.Module):
                     vectors = self(batch["input_ids"], batch["attention_mask"])
                 out[torch.from_numpy(idx)] = vectors.float().cpu()
                 bar.update(len(idx))
+                if on_batch is not None:
+                    on_batch(min(start + batch_size, len(texts)))
         return out
 
 
