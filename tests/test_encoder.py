@@ -108,3 +108,15 @@ def test_a_training_run_reuses_this_machines_cache(tmp_path: Path) -> None:
     run_item_vectors(texts, "tpl", cfg, RunStorage(str(tmp_path / "runs"), "two"),
                      on_message=said.append)  # fmt: skip
     assert said == [head + "3 in the run's cache, 0 in this machine's, 0 to encode"]
+
+
+def test_long_encodings_report_progress() -> None:
+    from training.encoding import _EncodingProgress
+
+    said: list[str] = []
+    progress = _EncodingProgress(30, said.append, every_s=0.0)
+    progress(10)
+    progress(30)  # the end is reported by the caller, with the time taken
+    assert len(said) == 1
+    assert said[0].startswith("encoding item texts: 10/30 (")
+    assert "s left)" in said[0]

@@ -91,7 +91,8 @@ def _machine_cache(cfg: EncoderConfig, namespace: str) -> EmbeddingCache | None:
 
 
 class _EncodingProgress:
-    """Reports an in-process encoding at most every ``every_s`` seconds (and at the end)."""
+    """Reports an in-process encoding at most every ``every_s`` seconds (the caller reports
+    the end)."""
 
     def __init__(self, total: int, say: Callable[[str], None], every_s: float = 15.0) -> None:
         self.total, self.say, self.every_s = total, say, every_s
@@ -99,13 +100,13 @@ class _EncodingProgress:
 
     def __call__(self, done: int) -> None:
         now = time.perf_counter()
-        if done < self.total and now - self.last < self.every_s:
+        if done >= self.total or now - self.last < self.every_s:
             return
         self.last = now
         rate = done / max(now - self.started, 1e-9)
-        left = (self.total - done) / rate if rate > 0 else float("nan")
-        tail = f", about {left:.0f}s left" if done < self.total else ""
-        self.say(f"encoding item texts: {done:,}/{self.total:,} ({rate:.0f} texts/s{tail})")
+        left = (self.total - done) / max(rate, 1e-9)
+        self.say(f"encoding item texts: {done:,}/{self.total:,} ({rate:.0f} texts/s, about "
+                 f"{left:.0f}s left)")  # fmt: skip
 
 
 def run_item_vectors(
