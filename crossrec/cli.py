@@ -69,6 +69,13 @@ def handle_errors(fn: F) -> F:
         except KeyboardInterrupt:
             typer.echo("interrupted", err=True)
             raise typer.Exit(130) from None
+        except SystemExit:
+            from crossrec.ray_runtime import TERMINATED
+
+            if not TERMINATED.is_set():
+                raise
+            typer.echo("terminated (SIGTERM); everything this command started is stopped", err=True)
+            raise typer.Exit(143) from None
 
     return wrapper  # type: ignore[return-value]
 
@@ -323,8 +330,11 @@ def train(
         )  # fmt: skip
     except (KeyboardInterrupt, SystemExit):
         # Ray Train's own Ctrl-C handler aborts the stage and exits through SystemExit.
-        typer.echo(f"interrupted; rerun the same command (--name {run_name}) to resume", err=True)
-        raise typer.Exit(130) from None
+        from crossrec.ray_runtime import TERMINATED
+
+        typer.echo(f"{'terminated (SIGTERM)' if TERMINATED.is_set() else 'interrupted'}; rerun "
+                   f"the same command (--name {run_name}) to resume", err=True)  # fmt: skip
+        raise typer.Exit(143 if TERMINATED.is_set() else 130) from None
     typer.echo(format_rows(run.rows, cfg.eval.ks, cfg.eval.num_negatives))
     for target, uri in run.models.items():
         typer.echo(f"model for {target}: {uri}")

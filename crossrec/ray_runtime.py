@@ -5,6 +5,8 @@ from __future__ import annotations
 
 import logging
 import os
+import signal
+import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
@@ -39,8 +41,24 @@ def ray_session(
             logger.info("starting a local Ray num_cpus=%d", cpus)
             ray.init(num_cpus=cpus, **kwargs)
         started = True
+    # Ray's own SIGTERM handler aborts the process with a C++ stack trace; while this session
+    # lasts, SIGTERM instead unwinds Python (stopping what was started here) and exits 143.
+    handled = started and threading.current_thread() is threading.main_thread()
+    previous = signal.signal(signal.SIGTERM, _exit_on_sigterm) if handled else None
     try:
         yield dict(ray.cluster_resources())
     finally:
+        if handled:  # a handler set outside Python reads as None: back to the default
+            signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
         if started:
             ray.shutdown()
+
+
+TERMINATED = threading.Event()
+"""Set once a Ray session here got SIGTERM (Ray Train may turn the exit into its own)."""
+
+
+def _exit_on_sigterm(signum: int, frame: object) -> None:
+    TERMINATED.set()
+    logger.warning("SIGTERM: stopping Ray and everything started here, then exiting")
+    raise SystemExit(128 + signum)

@@ -1,6 +1,13 @@
 from __future__ import annotations
 
 import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
 from pathlib import Path
 
 import pytest
@@ -138,6 +145,57 @@ def test_demo_runs_on_a_small_world(tmp_path: Path) -> None:
     assert "a corrupted update (labels shuffled): rejected" in result.output
     (model_dir,) = tmp_path.glob("demo-*/models/films")
     assert (model_dir / "manifest.json").is_file()
+
+
+def _processes_mentioning(text: str) -> list[str]:
+    found = []
+    for cmdline in Path("/proc").glob("[0-9]*/cmdline"):
+        try:
+            args = cmdline.read_bytes().replace(b"\0", b" ").decode(errors="replace")
+        except OSError:  # the process ended meanwhile
+            continue
+        if text in args:
+            found.append(args)
+    return found
+
+
+@pytest.mark.integration
+def test_sigterm_during_training_stops_the_demo_cleanly(tmp_path: Path) -> None:
+    """SIGTERM while Ray Train runs: a clear line, exit 143, and no Ray process left behind
+    (Ray's own handler used to abort the process with a C++ stack trace)."""
+    ray_tmp = Path(tempfile.mkdtemp(prefix="crt-", dir="/tmp"))  # short: Ray's socket paths
+    command = [sys.executable, "-m", "crossrec.cli", "demo", "--exit-after", "0",
+               "--set", "data.synthetic.num_users=200",
+               "--set", f"train.storage_path={tmp_path}"]  # fmt: skip
+    log_path = tmp_path / "demo.log"
+    with log_path.open("w") as log:
+        demo = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
+                                env={**os.environ, "RAY_TMPDIR": str(ray_tmp)})  # fmt: skip
+        try:
+            deadline = time.monotonic() + 300
+            while time.monotonic() < deadline and demo.poll() is None:
+                if "epoch 1:" in log_path.read_text():
+                    break
+                time.sleep(0.2)
+            assert demo.poll() is None, log_path.read_text()
+            assert "epoch 1:" in log_path.read_text()
+            demo.send_signal(signal.SIGTERM)
+            demo.wait(timeout=120)
+        finally:
+            if demo.poll() is None:
+                demo.kill()
+                demo.wait(timeout=30)
+    out = log_path.read_text()
+    assert demo.returncode == 143, out
+    assert "terminated (SIGTERM); everything this command started is stopped" in out
+    assert "SIGTERM received" not in out  # Ray's abort handler did not run
+    left = _processes_mentioning(str(ray_tmp))
+    deadline = time.monotonic() + 30  # raylet and GCS exit shortly after the driver
+    while left and time.monotonic() < deadline:
+        time.sleep(0.5)
+        left = _processes_mentioning(str(ray_tmp))
+    assert left == []
+    shutil.rmtree(ray_tmp, ignore_errors=True)
 
 
 def test_train_rejects_a_run_name_that_is_not_a_folder_name(tmp_path: Path) -> None:
