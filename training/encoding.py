@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from crossrec.config import EncoderConfig
-from crossrec.encoders.cache import EmbeddingCache, default_cache_dir, text_key
+from crossrec.encoders.cache import EmbeddingCache, cache_root, text_key
 from crossrec.encoders.text_encoder import encoder_settings_key
 from training.storage import RunStorage
 
@@ -82,7 +82,7 @@ def encode_with_ray_data(
 
 
 def _machine_cache(cfg: EncoderConfig, namespace: str) -> EmbeddingCache | None:
-    root = Path(cfg.cache_dir).expanduser() if cfg.cache_dir else default_cache_dir()
+    root = cache_root(cfg.cache_dir)
     try:
         return EmbeddingCache(root, namespace)
     except OSError as exc:
@@ -136,11 +136,11 @@ def run_item_vectors(
         keys = [text_key(template_key, t) for t in texts]
         found, cached = cache.get_many(keys)
         missing = sorted({texts[i] for i in np.flatnonzero(~found).tolist()})
-        by_text: dict[str, np.ndarray] = {}
+        missing_keys = {t: text_key(template_key, t) for t in missing}
         machine = _machine_cache(cfg, namespace) if missing else None
         from_machine: dict[str, np.ndarray] = {}
         if machine is not None:
-            there, vectors_there = machine.get_many([text_key(template_key, t) for t in missing])
+            there, vectors_there = machine.get_many(list(missing_keys.values()))
             from_machine = {missing[j]: np.asarray(vectors_there[j], dtype=np.float32)
                             for j in np.flatnonzero(there).tolist()}  # fmt: skip
         to_encode = [t for t in missing if t not in from_machine]
@@ -152,7 +152,7 @@ def run_item_vectors(
         say(f"item texts: {len(texts):,} ({distinct:,} distinct); {distinct - len(missing):,} "
             f"in the run's cache, {len(from_machine):,} in this machine's, {len(to_encode):,} "
             "to encode")  # fmt: skip
-        by_text.update(from_machine)
+        by_text = dict(from_machine)
         if to_encode:
             started = time.perf_counter()
             if len(to_encode) >= cfg.ray_min_items:
@@ -173,13 +173,12 @@ def run_item_vectors(
             by_text.update({t: vectors[j] for j, t in enumerate(to_encode)})
             if machine is not None:
                 try:
-                    machine.put_many([text_key(template_key, t) for t in to_encode], vectors)
+                    machine.put_many([missing_keys[t] for t in to_encode], vectors)
                 except OSError as exc:
                     logger.warning("could not add vectors to this machine's embedding cache: %s",
                                    exc)  # fmt: skip
         if missing:
-            cache.put_many([text_key(template_key, t) for t in missing],
-                           np.stack([by_text[t] for t in missing]))  # fmt: skip
+            cache.put_many(list(missing_keys.values()), np.stack([by_text[t] for t in missing]))
             if not storage.is_local:
                 storage.upload(root / EMBEDDINGS_DIR, EMBEDDINGS_DIR)
         dim = next(iter(by_text.values())).shape[0] if by_text else np.asarray(cached[0]).shape[0]

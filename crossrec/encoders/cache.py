@@ -25,6 +25,11 @@ def default_cache_dir() -> Path:
     return Path(env).expanduser() if env else Path.home() / ".cache" / "crossrec"
 
 
+def cache_root(cache_dir: str | None) -> Path:
+    """This machine's embedding cache: ``encoder.cache_dir`` if set, else the default."""
+    return Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+
+
 def text_key(template_key: str, text: str) -> bytes:
     return hashlib.sha256(f"{template_key}\0{text}".encode()).hexdigest()[:32].encode()
 

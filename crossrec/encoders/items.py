@@ -2,12 +2,11 @@
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import torch
 
 from crossrec.config import EncoderConfig
 from crossrec.data.dataset import CrossDomainDataset
+from crossrec.encoders.cache import cache_root
 from crossrec.encoders.template import ItemTextTemplate
 from crossrec.encoders.text_encoder import TextEncoder, encode_texts_cached
 
@@ -29,7 +28,7 @@ def encode_dataset_items(
         encoder,
         item_texts(dataset, template),
         template.key(),
-        cache_dir=Path(cfg.cache_dir).expanduser() if cfg.cache_dir else None,
+        cache_dir=cache_root(cfg.cache_dir),
         batch_size=cfg.batch_size,
         progress="encoding items",
     )

@@ -18,6 +18,7 @@ from torch import nn
 from crossrec import __version__
 from crossrec.config import CrossRecConfig
 from crossrec.data.dataset import CrossDomainDataset
+from crossrec.encoders.cache import cache_root
 from crossrec.encoders.items import item_texts
 from crossrec.encoders.template import ItemTextTemplate
 from crossrec.encoders.text_encoder import TextEncoder, encode_texts_cached
@@ -101,9 +102,8 @@ class CrossRecModel(nn.Module):
         texts = item_texts(dataset, template)
         if text_vectors is None:
             encoder = encoder or TextEncoder.from_config(cfg.encoder)
-            cache_dir = Path(cfg.encoder.cache_dir).expanduser() if cfg.encoder.cache_dir else None
             text_vectors = encode_texts_cached(
-                encoder, texts, template.key(), cache_dir=cache_dir,
+                encoder, texts, template.key(), cache_dir=cache_root(cfg.encoder.cache_dir),
                 batch_size=cfg.encoder.batch_size, progress="encoding items",
             )  # fmt: skip
         elif text_vectors.shape[0] != len(texts):
