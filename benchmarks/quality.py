@@ -1,14 +1,16 @@
 """Recommendation quality of every available model on one dataset.
 
     python benchmarks/quality.py --dataset amazon-food-kitchen [--data-dir DIR] [--quick]
-        [--json FILE]
+        [--cold-items] [--json FILE]
 
 Datasets: ``amazon-food-kitchen`` (the LLMCDSR Food-Kitchen release; domains ``food`` and
 ``kitchen``, its own user-level split), ``ml-100k`` (MovieLens 100K, leave-one-out) and
 ``synthetic`` (the embedded world). Real data is read from ``--data-dir``, default
 ``$CROSSREC_DATA_DIR`` or ``../shared/data``; when it is missing the dataset is skipped with a
 message (exit code 0). ``--quick`` shrinks the work (fewer SASRec epochs; ml-100k and synthetic
-on fewer users) to finish in under 3 minutes on 2 cores.
+on fewer users) to finish in under 3 minutes on 2 cores. ``--cold-items`` turns on
+``eval.cold_item_split``: a seeded share of each target domain's items leaves training, so the
+``cold-items`` slice gets hundreds of cases (tune it with ``--set eval.cold_item_split_*=...``).
 
 Prints one markdown table per slice (rows = models; columns = metrics per domain and protocol)
 and writes JSON rows ``{model, domain, protocol, slice, num_cases, metrics, seconds}`` where
@@ -84,6 +86,12 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--quick", action="store_true", help="finish in under 3 minutes")
     parser.add_argument("--json", type=Path, help="write result rows here")
     parser.add_argument(
+        "--cold-items",
+        action="store_true",
+        help="hold a seeded share of each target domain's items out of training "
+        "(eval.cold_item_split=true) for a large cold-items slice",
+    )
+    parser.add_argument(
         "--models",
         default=None,
         help="comma-separated models (default: all; with --quick: baselines, "
@@ -109,7 +117,8 @@ def main(argv: list[str] | None = None) -> int:
             )
             return 0
     try:
-        cfg = build_config(args.dataset, args.quick, args.overrides)
+        extra = ["eval.cold_item_split=true"] if args.cold_items else []
+        cfg = build_config(args.dataset, args.quick, [*extra, *args.overrides])
     except CrossRecError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -154,7 +163,11 @@ def main(argv: list[str] | None = None) -> int:
         return 2
     wall = time.perf_counter() - started
     print(f"## {args.dataset}: {dataset.num_users:,} users, {dataset.num_items:,} items")
-    print(f"protocol: {run.split.protocol}; split: {json.dumps(run.split.summary()['test'])}\n")
+    summary = run.split.summary()
+    print(f"protocol: {run.split.protocol}; split: {json.dumps(summary['test'])}")
+    if args.cold_items:
+        print(f"cold items held out of training: {json.dumps(summary['cold_items_per_domain'])}")
+    print()
     m, t = cfg.model, cfg.train
     print(
         f"settings: dim={m.dim} layers={m.num_layers} heads={m.num_heads} dropout={m.dropout} "

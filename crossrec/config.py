@@ -187,10 +187,34 @@ class ModelConfig(_Section):
     num_experts: int = Field(8, ge=1, description="Experts of the whitening-MoE item adapter.")
     id_embeddings: bool = Field(
         True,
-        description="Add a learned per-item embedding (zero-initialised) to the text vector; "
-        "items never seen in training keep it at zero and are represented by text alone.",
+        description="Fuse a learned per-item ID embedding with the text vector (item = "
+        "text part + ID part); items never seen in training have no ID part and are "
+        "represented by text alone.",
     )
-    temperature: float = Field(0.07, gt=0, description="Softmax temperature of the InfoNCE loss.")
+    text_part: bool = Field(
+        True,
+        description="Use the text part of item vectors (false = ID only, an ablation: items "
+        "never seen in training then have only their domain embedding).",
+    )
+    id_init_std: float = Field(
+        0.02,
+        ge=0.0,
+        description="Standard deviation of the ID embeddings' normal initialisation (as an ID "
+        "model's; 0 = zero-initialised).",
+    )
+    similarity: Literal["cosine", "dot"] = Field(
+        "cosine",
+        description="Score of a user and an item: cosine of unit vectors times a scale "
+        "(1 / temperature, or learned), or the plain dot product of unnormalised vectors.",
+    )
+    temperature: float = Field(
+        0.07,
+        gt=0,
+        description="Softmax temperature (similarity=cosine); its start value when learned.",
+    )
+    learn_temperature: bool = Field(
+        True, description="Learn the softmax temperature (similarity=cosine; capped at 1/100)."
+    )
     ranker_candidates: int = Field(
         50, ge=2, description="Retrieved candidates the ranker re-scores (retrieve+rank)."
     )
@@ -230,13 +254,15 @@ class TrainConfig(_Section):
         ge=1,
         description="Global batch size (split across Ray Train workers).",
     )
-    max_epochs: int = Field(50, ge=1, description="Most epochs of adapt.")
+    max_epochs: int = Field(50, ge=1, description="Most epochs of joint and adapt.")
     patience: int = Field(3, ge=1, description="Epochs without validation NDCG@10 gain.")
-    stages: list[Literal["pretrain", "adapt"]] = Field(
-        default_factory=lambda: ["pretrain", "adapt"],  # type: ignore[arg-type]
+    stages: list[Literal["joint", "pretrain", "adapt"]] = Field(
+        default_factory=lambda: ["joint"],  # type: ignore[arg-type]
         min_length=1,
-        description="pretrain = next-item training on the source domain(s); adapt = fine-tuning "
-        "on the target domain, from the pretrained weights.",
+        description="joint = one model learns next-item prediction in every domain from every "
+        "user's mixed sequence (the default recipe; keeps its best epoch on the target's "
+        "validation); pretrain = next-item training on the source domain(s) only; adapt = "
+        "fine-tuning on the target domain, from the previous stage's weights.",
     )
     finetune: Literal["adapter", "lora", "full"] = Field(
         "full",
@@ -246,9 +272,30 @@ class TrainConfig(_Section):
     target_only: bool = Field(
         False,
         description="Train and predict with target-domain history only (the no-transfer "
-        "reference); implies stages=[adapt].",
+        "reference); no pretrain stage.",
     )
-    num_negatives: int = Field(256, ge=1, description="Sampled negatives per step (InfoNCE).")
+    loss: Literal["softmax", "infonce"] = Field(
+        "softmax",
+        description="softmax = cross-entropy over the next item's whole domain catalogue (a "
+        "sampled softmax with log-Q popularity correction above `full_softmax_max_items`, and "
+        "whenever the item tower runs the text encoder); infonce = in-batch positives plus "
+        "`num_negatives` uniform negatives.",
+    )
+    full_softmax_max_items: int = Field(
+        50_000,
+        ge=1,
+        description="Largest domain catalogue trained with the full softmax; larger ones use "
+        "the sampled softmax.",
+    )
+    num_negatives: int = Field(
+        256, ge=1, description="Sampled negatives per step (infonce, and the sampled softmax)."
+    )
+    id_lr: float | None = Field(
+        None, gt=0, description="Learning rate of the item ID embeddings (None = `lr`)."
+    )
+    id_weight_decay: float = Field(
+        0.0, ge=0, description="AdamW weight decay of the item ID embeddings."
+    )
     pretrain_max_epochs: int = Field(
         6, ge=1, description="Epoch cap of `pretrain` (it also stops when its loss plateaus)."
     )
@@ -290,6 +337,47 @@ RUNTIME_TRAIN_FIELDS = frozenset(
     {"num_workers", "use_gpu", "resources_per_worker", "accelerator_type", "max_failures",
      "checkpoints_to_keep", "ray_address", "storage_path"}
 )  # fmt: skip
+
+
+class TuneConfig(_Section):
+    """Hyper-parameter search (`crossrec tune`): Ray Tune trials of the training loop, ASHA
+    early stopping on the mean validation NDCG@10 over the target domains."""
+
+    model: str = Field(
+        "crossrec-transfer",
+        min_length=1,
+        description="Model tuned (`--model`): a crossrec variant or a baseline name.",
+    )
+    num_samples: int = Field(16, ge=1, description="Trials, i.e. sampled configs (`--samples`).")
+    time_budget_s: float | None = Field(
+        None,
+        gt=0,
+        description="Stop the search after this many seconds (`--time-budget`); running trials "
+        "keep their last report. None = no limit.",
+    )
+    search_space: dict[str, dict[str, Any]] | None = Field(
+        None,
+        description="Replaces the model family's default space: {config key: {choice: [...]} "
+        "or {uniform: [lo, hi]} or {loguniform: [lo, hi]} or {randint: [lo, hi]}}, e.g. "
+        "{train.lr: {loguniform: [1e-4, 3e-3]}}. None = the defaults (README: Tuning).",
+    )
+    grace_period: int = Field(
+        2,
+        ge=1,
+        description="ASHA: validation reports (epochs of the last training stage) every trial "
+        "gets before it may be stopped.",
+    )
+    reduction_factor: int = Field(
+        3, ge=2, description="ASHA: only the best 1/reduction_factor of trials pass each rung."
+    )
+    cpus_per_trial: float = Field(1.0, gt=0, description="Ray CPUs per trial (torch threads).")
+    gpus_per_trial: float = Field(0.0, ge=0, description="Ray GPUs per trial (0 = CPU).")
+    max_concurrent_trials: int | None = Field(
+        None, ge=1, description="Trials running at once; None = as many as the resources allow."
+    )
+    seed: int = Field(
+        0, description="Seed of the search's sampling (every trial trains with train.seed)."
+    )
 
 
 class AutoscalingSettings(_Section):
@@ -616,7 +704,33 @@ class EvalConfig(_Section):
         0.1, ge=0.0, lt=1.0, description="Share of eligible users whose target history is hidden."
     )
     cold_item_fraction: float = Field(
-        0.05, ge=0.0, lt=1.0, description="Share of target items held out of training."
+        0.05,
+        ge=0.0,
+        lt=1.0,
+        description="Leave-one-out: share of each target domain's items, drawn uniformly, "
+        "held out of training (ignored when `cold_item_split` is on).",
+    )
+    cold_item_split: bool = Field(
+        False,
+        description="Hold `cold_item_split_fraction` of each target domain's items, with all "
+        "their interactions, out of training under either protocol (the predefined split "
+        "included), drawn so that many valid/test cases land on them; replaces "
+        "`cold_item_fraction`. Off: the predefined split stays as published.",
+    )
+    cold_item_split_fraction: float = Field(
+        0.1,
+        gt=0.0,
+        le=0.5,
+        description="With `cold_item_split`: share of each target domain's items made cold "
+        "(rounded up).",
+    )
+    cold_item_split_eval_share: float = Field(
+        0.4,
+        ge=0.0,
+        le=1.0,
+        description="With `cold_item_split`: seeded share of each target domain's distinct "
+        "valid/test target items drawn first; uniformly drawn other items pad up to the "
+        "fraction (0 = a plain uniform draw).",
     )
 
     @model_validator(mode="after")
@@ -727,6 +841,54 @@ class RegistryConfig(_Section):
     )
 
 
+# --------------------------------------------------------------------------- baselines
+class SASRecConfig(_Section):
+    """The ID-based SASRec baselines (`sasrec`, `sasrec-mixed`): their own hyper-parameters,
+    independent of the crossrec model's."""
+
+    dim: int = Field(64, ge=8, description="Hidden size (item and position embeddings).")
+    num_layers: int = Field(2, ge=1, description="Post-LN Transformer blocks.")
+    num_heads: int = Field(2, ge=1, description="Attention heads per block.")
+    dropout: float = Field(
+        0.5, ge=0.0, lt=1.0, description="Dropout of embeddings, attention and blocks."
+    )
+    max_len: int = Field(50, ge=1, description="Most recent items the model reads.")
+    lr: float = Field(1e-3, gt=0, description="Learning rate (AdamW).")
+    weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
+    batch_size: int = Field(
+        256, ge=1, description="Training windows (of up to max_len + 1 items) per step."
+    )
+    max_epochs: int = Field(200, ge=1, description="Most training epochs.")
+    min_epochs: int = Field(10, ge=1, description="No early stop before this many epochs.")
+    patience: int = Field(
+        10, ge=1, description="Epochs without a new best validation NDCG@10 before stopping."
+    )
+    full_softmax_max_items: int = Field(
+        50_000,
+        ge=1,
+        description="Largest domain catalogue trained with the full softmax; larger ones use "
+        "a sampled softmax over `num_negatives` popularity-sampled items with log-Q correction.",
+    )
+    num_negatives: int = Field(
+        1024, ge=1, description="Negatives per step of the sampled softmax (shared by the batch)."
+    )
+    seed: int = Field(0, description="Seed of initialisation, batch order, dropout and negatives.")
+
+    @model_validator(mode="after")
+    def _heads_divide_dim(self) -> SASRecConfig:
+        if self.dim % self.num_heads:
+            raise ValueError(f"dim ({self.dim}) must be divisible by num_heads ({self.num_heads})")
+        return self
+
+
+class BaselinesConfig(_Section):
+    """Hyper-parameters of the baselines (`crossrec baseline`)."""
+
+    sasrec: SASRecConfig = Field(
+        default_factory=SASRecConfig, description="The SASRec baselines (sasrec, sasrec-mixed)."
+    )
+
+
 class CrossRecConfig(_Section):
     """The whole configuration. Each section documents its own fields."""
 
@@ -735,12 +897,18 @@ class CrossRecConfig(_Section):
     model: ModelConfig = Field(default_factory=ModelConfig)
     adaptation: AdaptationConfig = Field(default_factory=AdaptationConfig)
     train: TrainConfig = Field(default_factory=TrainConfig)
+    tune: TuneConfig = Field(
+        default_factory=TuneConfig, description="Hyper-parameter search (`crossrec tune`)."
+    )
     serve: ServeConfig = Field(default_factory=ServeConfig)
     stream: StreamConfig = Field(default_factory=StreamConfig)
     feature_store: FeatureStoreConfig = Field(default_factory=FeatureStoreConfig)
     registry: RegistryConfig = Field(default_factory=RegistryConfig)
     online: OnlineConfig = Field(default_factory=OnlineConfig)
     eval: EvalConfig = Field(default_factory=EvalConfig)
+    baselines: BaselinesConfig = Field(
+        default_factory=BaselinesConfig, description="Hyper-parameters of the baselines."
+    )
 
     @model_validator(mode="after")
     def _cross_section_rules(self) -> CrossRecConfig:
@@ -748,7 +916,7 @@ class CrossRecConfig(_Section):
             raise ValueError("train.finetune=lora needs model.item_mode=lora")
         if self.train.target_only and "pretrain" in self.train.stages:
             raise ValueError(
-                "train.target_only=true trains no source stage: set train.stages=[adapt]"
+                "train.target_only=true trains no source stage: set train.stages=[joint] or [adapt]"
             )
         return self
 

@@ -237,7 +237,13 @@ class WindowBatches(Dataset[dict[str, torch.Tensor]]):
 
 class StageObjective(nn.Module):
     """One stage's training loss as a module, so DDP sees every parameter it touches: the
-    next-item InfoNCE loss plus, in ``adapt``, the domain adaptation loss."""
+    next-item loss (``train.loss``) plus, when configured, the domain adaptation loss.
+
+    The next-item loss of a position whose next item lies in domain ``d`` is a softmax over
+    ``d``'s items only (a per-domain output): over the whole catalogue (``softmax``; sampled
+    with log-Q correction above ``train.full_softmax_max_items`` items or when the item tower
+    runs the text encoder), or over in-batch positives and uniform negatives (``infonce``).
+    """
 
     def __init__(
         self,
@@ -255,6 +261,21 @@ class StageObjective(nn.Module):
         device = trainer.model.device
         self.wanted = torch.from_numpy(wanted).to(device)
         self.pool = pool.to(device)
+        t = trainer.cfg.train
+        self.loss_kind = t.loss
+        # Per domain: its items (sorted global indices), whether its softmax is full, and the
+        # log of the sampling distribution of its negatives (training popularity, smoothed).
+        counts = torch.from_numpy(trainer.train_counts.astype(np.float64))
+        encoder_items = self.model.item_tower.mode != "frozen"
+        self.domain_ids: dict[int, torch.Tensor] = {}
+        self.full: dict[int, bool] = {}
+        self.log_q: dict[int, torch.Tensor] = {}
+        for d in np.flatnonzero(wanted).tolist():
+            ids = self.model.domain_items(d)
+            self.domain_ids[d] = ids
+            self.full[d] = not encoder_items and ids.numel() <= t.full_softmax_max_items
+            weights = (counts[ids.cpu()] + 1.0) ** 0.75
+            self.log_q[d] = torch.log(weights / weights.sum()).float().to(device)
 
     def forward(
         self,
@@ -274,21 +295,63 @@ class StageObjective(nn.Module):
         mask[:, 0] &= ~not_start
         positives = targets[mask]
         domains = model.item_tower.item_domain[positives]
-        users = model.user_tower.user_vector(states[mask], domains)
-        k = min(trainer.cfg.train.num_negatives, self.pool.numel())
-        negatives = self.pool[torch.randint(self.pool.numel(), (k,), device=self.pool.device)]
-        candidates, inverse = torch.unique(torch.cat([positives, negatives]), return_inverse=True)
-        labels = inverse[: positives.numel()]
-        logits = users @ model.item_vectors(candidates).T / trainer.cfg.model.temperature
-        cand_domains = model.item_tower.item_domain[candidates]
-        logits = logits.masked_fill(cand_domains.unsqueeze(0) != domains.unsqueeze(1), -1e4)
-        next_item = nn.functional.cross_entropy(logits, labels)
+        users = model.user_tower.user_vector(states[mask], domains, normalize=model.cosine)
+        if self.loss_kind == "infonce":
+            next_item = self._infonce(users, positives, domains)
+        else:
+            next_item = self._softmax(users, positives, domains)
         loss = next_item
         if self.method != "none":
             da = trainer.adaptation_loss(self.method, progress, self.discriminator)
             loss = loss + trainer.cfg.adaptation.weight * da
             next_item = torch.stack([next_item, da.detach()])
         return loss, next_item.detach(), torch.tensor(positives.numel())
+
+    def _infonce(
+        self, users: torch.Tensor, positives: torch.Tensor, domains: torch.Tensor
+    ) -> torch.Tensor:
+        model = self.model
+        k = min(self.trainer[0].cfg.train.num_negatives, self.pool.numel())
+        negatives = self.pool[torch.randint(self.pool.numel(), (k,), device=self.pool.device)]
+        candidates, inverse = torch.unique(torch.cat([positives, negatives]), return_inverse=True)
+        labels = inverse[: positives.numel()]
+        logits = users @ model.item_vectors(candidates).T * model.score_scale()
+        cand_domains = model.item_tower.item_domain[candidates]
+        logits = logits.masked_fill(cand_domains.unsqueeze(0) != domains.unsqueeze(1), -1e4)
+        return nn.functional.cross_entropy(logits, labels)
+
+    def _softmax(
+        self, users: torch.Tensor, positives: torch.Tensor, domains: torch.Tensor
+    ) -> torch.Tensor:
+        """Mean cross-entropy over positions; each domain's positions against its catalogue."""
+        model = self.model
+        scale = model.score_scale()
+        total = users.new_zeros(())
+        for d, ids in self.domain_ids.items():
+            rows = domains == d
+            n = int(rows.sum())
+            if not n:
+                continue
+            u, pos = users[rows], positives[rows]
+            if self.full[d]:
+                logits = u @ model.item_vectors(ids).T * scale
+                labels = torch.searchsorted(ids, pos)
+                total = total + nn.functional.cross_entropy(logits, labels, reduction="sum")
+                continue
+            # Sampled softmax with log-Q correction: negatives shared by the batch, drawn by
+            # smoothed popularity; subtracting log q keeps the estimate unbiased.
+            k = min(self.trainer[0].cfg.train.num_negatives, ids.numel())
+            log_q = self.log_q[d]
+            picks = torch.multinomial(log_q.exp(), k, replacement=True)
+            negatives = ids[picks]
+            pos_logit = (u * model.item_vectors(pos)).sum(-1, keepdim=True) * scale
+            pos_logit = pos_logit - log_q[torch.searchsorted(ids, pos)].unsqueeze(1)
+            neg_logits = u @ model.item_vectors(negatives).T * scale - log_q[picks].unsqueeze(0)
+            neg_logits = neg_logits.masked_fill(negatives.unsqueeze(0) == pos.unsqueeze(1), -1e4)
+            logits = torch.cat([pos_logit, neg_logits], dim=1)
+            labels = torch.zeros(n, dtype=torch.long, device=logits.device)
+            total = total + nn.functional.cross_entropy(logits, labels, reduction="sum")
+        return total / max(positives.numel(), 1)
 
 
 @dataclass
@@ -342,7 +405,8 @@ class CrossRecTrainer:
         self.target_idx = model.domain_index[target]
         model.target_domain = target
         model.split_targets = list(split.target_domains)
-        model.item_tower.set_trained_items(torch.from_numpy(split.train_item_counts() > 0))
+        self.train_counts = split.train_item_counts()
+        model.item_tower.set_trained_items(torch.from_numpy(self.train_counts > 0))
         sequences = split.train_sequences
         if cfg.train.target_only:
             sequences = [s[self.item_domain[s] == self.target_idx] for s in sequences]
@@ -392,9 +456,13 @@ class CrossRecTrainer:
     def _trainable(self, stage: str) -> list[nn.Parameter]:
         finetune = self.cfg.train.finetune if stage == "adapt" else "full"
         chosen: list[nn.Parameter] = []
+        m = self.cfg.model
         for name, param in self.model.named_parameters():
             if name.startswith("ranker."):
                 wanted = False
+            elif name == "logit_scale":
+                learned = m.learn_temperature and m.similarity == "cosine"
+                wanted = learned and finetune == "full"
             elif ".encoder." in name:
                 # LoRA weights learn in lora mode (pretrain, or adapt with lora/full); base encoder
                 # weights only in item_mode=full with full fine-tuning.
@@ -412,7 +480,13 @@ class CrossRecTrainer:
         return chosen
 
     def stage_domains(self, stage: str) -> list[str]:
-        return self.sources if stage == "pretrain" else [self.target]
+        """The domains whose next items a stage trains on: the sources (pretrain), the target
+        (adapt), or every domain (joint; the target alone when training target-only)."""
+        if stage == "pretrain":
+            return self.sources
+        if stage == "joint" and not self.cfg.train.target_only:
+            return [d for d in self.split.dataset.domains if d in self.sources or d == self.target]
+        return [self.target]
 
     def keeps_last_epoch(self, stage: str) -> bool:
         """Pretraining (and a stage without validation cases) keeps its last epoch; ``adapt``
@@ -431,7 +505,18 @@ class CrossRecTrainer:
             discriminator = DomainDiscriminator(self.cfg.model.dim).to(self.model.device)
             params = params + list(discriminator.parameters())
         self.discriminator = discriminator
-        optimizer = torch.optim.AdamW(params, lr=t.lr, weight_decay=t.weight_decay)
+        # The ID embeddings get their own learning rate and weight decay (an ID model's).
+        id_params = [p for n, p in self.model.named_parameters() if n == "item_tower.id_emb.weight"]
+        id_set = {id(p) for p in id_params}
+        groups: list[dict[str, Any]] = [
+            {"params": [p for p in params if id(p) not in id_set]},
+        ]
+        chosen_ids = [p for p in params if id(p) in id_set]
+        if chosen_ids:
+            groups.append(
+                {"params": chosen_ids, "lr": t.id_lr or t.lr, "weight_decay": t.id_weight_decay}
+            )
+        optimizer = torch.optim.AdamW(groups, lr=t.lr, weight_decay=t.weight_decay)
         run = StageRun(stage, StageState(stage), params, optimizer, discriminator)
         if resume_from is not None:
             from crossrec.stage_checkpoint import restore_stage
@@ -444,7 +529,9 @@ class CrossRecTrainer:
         return run
 
     def adaptation_method(self, stage: str) -> str:
-        return self.cfg.adaptation.method if stage == "adapt" and self.sources else "none"
+        if stage in ("adapt", "joint") and self.sources and not self.cfg.train.target_only:
+            return self.cfg.adaptation.method
+        return "none"
 
     def run_stage(self, stage: str, ctx: TrainContext | None = None) -> StageReport:
         """Runs one stage's epochs (resuming from ``ctx.resume(stage)`` when it gives a

@@ -277,7 +277,7 @@ def _run_stage(
         marker["best_valid_ndcg"] = float(marker["best_valid_ndcg"])
         return StageResult(**marker, reused=True)
     pump.emit({"event": "stage_start", "stage": stage, "target": target})
-    keep_best = stage == "adapt" and any(c.domain == target for c in split.valid)
+    keep_best = stage in ("adapt", "joint") and any(c.domain == target for c in split.valid)
     fault = os.environ.get(FAULT_ENV) or None
     loop_config = {
         "cfg": cfg.model_dump(mode="json"),

@@ -2,7 +2,9 @@
 
 * ``popularity`` — per-domain interaction counts.
 * ``itemknn`` — cosine item co-occurrence over all domains.
-* ``sasrec`` — an ID-based causal Transformer trained on the target domain only.
+* ``sasrec`` — an ID-based causal Transformer (SASRec) trained on the target domain only.
+* ``sasrec-mixed`` — the same SASRec over every user's merged cross-domain sequence (one shared
+  ID space), with a per-domain softmax: the standard cross-domain sequential baseline.
 * ``text-zero-shot`` — frozen text encoder; user = mean of their recent item vectors.
 """
 
@@ -11,7 +13,7 @@ from __future__ import annotations
 from crossrec.config import CrossRecConfig
 from crossrec.recommender import Recommender
 
-BASELINES = ("popularity", "itemknn", "sasrec", "text-zero-shot")
+BASELINES = ("popularity", "itemknn", "sasrec", "sasrec-mixed", "text-zero-shot")
 
 
 def make_baseline(name: str, cfg: CrossRecConfig) -> Recommender:
@@ -28,6 +30,10 @@ def make_baseline(name: str, cfg: CrossRecConfig) -> Recommender:
         from crossrec.baselines.sasrec import SASRecRecommender
 
         return SASRecRecommender.from_config(cfg)
+    if name == "sasrec-mixed":
+        from crossrec.baselines.sasrec import MixedSASRecRecommender
+
+        return MixedSASRecRecommender.from_config(cfg)
     if name == "text-zero-shot":
         from crossrec.baselines.text_zero_shot import TextZeroShotRecommender
 

@@ -32,6 +32,10 @@ class WhiteningMoEAdapter(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.dropout(x)
         weights = torch.softmax(self.gate(x), dim=-1)  # [..., E]
-        # [..., E, text_dim] -> [..., E, dim]
-        experts = torch.einsum("...ed,edk->...ek", x.unsqueeze(-2) - self.shift, self.proj)
+        # (x - b_k) W_k = x W_k - b_k W_k: one [text_dim, E * dim] product, without the
+        # [..., E, text_dim] intermediate (it dominated training over whole catalogues).
+        e, text_dim, dim = self.proj.shape
+        flat = self.proj.permute(1, 0, 2).reshape(text_dim, e * dim)
+        experts = (x @ flat).reshape(*x.shape[:-1], e, dim)
+        experts = experts - torch.einsum("ed,edk->ek", self.shift, self.proj)
         return (weights.unsqueeze(-1) * experts).sum(-2)

@@ -6,6 +6,7 @@ import datetime as dt
 import hashlib
 import json
 import logging
+import math
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -73,12 +74,15 @@ class CrossRecModel(nn.Module):
             text_vectors, item_domain, len(self.domains), m.dim, mode=m.item_mode,
             num_experts=m.num_experts, dropout=m.dropout, texts=texts, encoder=encoder,
             lora_r=m.lora_r, lora_alpha=m.lora_alpha, lora_dropout=m.lora_dropout,
-            id_embeddings=m.id_embeddings,
+            id_embeddings=m.id_embeddings, id_init_std=m.id_init_std, text_part=m.text_part,
         )  # fmt: skip
         self.user_tower = UserTower(
             m.dim, len(self.domains), m.max_history, m.num_layers, m.num_heads, m.dropout
         )
         self.ranker = Ranker(m.dim, retrieval_scale=1.0 / m.temperature)
+        # log(1 / temperature) of the softmax over cosine scores; learned unless
+        # model.learn_temperature is false (the trainer decides what trains).
+        self.logit_scale = nn.Parameter(torch.tensor(math.log(1.0 / m.temperature)))
         self.stage = "init"
         self.target_domain: str | None = None
         self.split_targets: list[str] = []
@@ -138,23 +142,40 @@ class CrossRecModel(nn.Module):
         d = self.domain_index[domain] if isinstance(domain, str) else domain
         return torch.nonzero(self.item_tower.item_domain == d).squeeze(1)
 
+    @property
+    def cosine(self) -> bool:
+        """Whether scores are cosines (unit-norm user and item vectors) or dot products."""
+        return self.cfg.model.similarity == "cosine"
+
+    def score_scale(self) -> torch.Tensor:
+        """What a score is multiplied by in the softmax: 1 / temperature (learned, at most 100)
+        for cosine scores, 1 for dot products."""
+        if not self.cosine:
+            return torch.ones((), device=self.device)
+        return self.logit_scale.exp().clamp(max=100.0)
+
+    def _unit(self, vectors: torch.Tensor) -> torch.Tensor:
+        return nn.functional.normalize(vectors, dim=-1) if self.cosine else vectors
+
     def invalidate_item_cache(self) -> None:
         self._item_cache.clear()
 
     @torch.no_grad()
     def item_matrix(self, domain: str | int, batch_size: int = 4096) -> torch.Tensor:
-        """Unit-norm vectors of every item of ``domain`` (cached until the weights change)."""
+        """Vectors of every item of ``domain`` as scored (unit norm for cosine scores; cached
+        until the weights change)."""
         d = self.domain_index[domain] if isinstance(domain, str) else domain
         if d not in self._item_cache:
             ids = self.domain_items(d)
             parts = [
                 self.item_tower(ids[s : s + batch_size]) for s in range(0, ids.numel(), batch_size)
             ]
-            self._item_cache[d] = nn.functional.normalize(torch.cat(parts), dim=-1)
+            self._item_cache[d] = self._unit(torch.cat(parts))
         return self._item_cache[d]
 
     def item_vectors(self, items: torch.Tensor) -> torch.Tensor:
-        return nn.functional.normalize(self.item_tower(items), dim=-1)
+        """Vectors of ``items`` (global indices) as scored: unit norm for cosine scores."""
+        return self._unit(self.item_tower(items))
 
     # ------------------------------------------------------------------ users
     def _history(self, contexts: Sequence[np.ndarray]) -> tuple[torch.Tensor, torch.Tensor]:
@@ -179,7 +200,7 @@ class CrossRecModel(nn.Module):
         domain: str,
         query_text_vectors: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """Unit-norm user vectors for ``domain`` from histories (global item indices) and,
+        """User vectors for ``domain`` (unit norm for cosine scores) from histories (global item indices) and,
         optionally, a text query per user (encoder outputs ``[B, text_dim]``).
 
         A query is mapped into item space by the item tower, as if it described an item of
@@ -191,13 +212,15 @@ class CrossRecModel(nn.Module):
         items, lengths = self._history(contexts)
         states = self.user_states(items, lengths)
         rows = torch.arange(len(contexts), device=self.device)
-        users = self.user_tower.user_vector(states[rows, lengths], dom)
+        users = self.user_tower.user_vector(states[rows, lengths], dom, normalize=self.cosine)
         if query_text_vectors is None:
             return users
         query_text_vectors = query_text_vectors.to(self.device)
         query = self.item_tower.represent(query_text_vectors) + self.item_tower.domain_emb(dom)
-        query = nn.functional.normalize(query, dim=-1)
         has_history = (lengths > 0).unsqueeze(1).to(users.dtype)
+        if not self.cosine:
+            return query + has_history * users
+        query = nn.functional.normalize(query, dim=-1)
         return nn.functional.normalize(query + has_history * users, dim=-1)
 
     @torch.no_grad()
@@ -217,10 +240,11 @@ class CrossRecModel(nn.Module):
         if rank:
             n = min(self.cfg.model.ranker_candidates, items.shape[0])
             top = scores.topk(n, dim=1).indices
-            # Ranker logits, shifted above every cosine (<= 1), keep their full resolution: no
-            # artificial ties from a saturated sigmoid.
+            # Ranker logits, shifted above every retrieval score, keep their full resolution:
+            # no artificial ties from a saturated sigmoid.
             logits = self.ranker.logits(users.unsqueeze(1), items[top])
-            shifted = logits - logits.min(dim=1, keepdim=True).values + 3.0
+            above = scores.max(dim=1, keepdim=True).values.clamp(min=1.0) + 2.0
+            shifted = logits - logits.min(dim=1, keepdim=True).values + above
             scores.scatter_(1, top, shifted)
         return scores
 

@@ -58,6 +58,8 @@ class ItemTower(nn.Module):
         lora_alpha: int = 16,
         lora_dropout: float = 0.05,
         id_embeddings: bool = False,
+        id_init_std: float = 0.02,
+        text_part: bool = True,
     ) -> None:
         super().__init__()
         if mode not in ITEM_MODES:
@@ -65,16 +67,19 @@ class ItemTower(nn.Module):
         if mode != "frozen" and (encoder is None or texts is None):
             raise ValueError(f"item mode {mode!r} needs the text encoder and the item texts")
         self.mode = mode
+        self.text_part = text_part
         self.register_buffer("text_vectors", text_vectors.float().contiguous())
         self.register_buffer("item_domain", item_domain.long().contiguous())
         self.texts: list[str] = list(texts) if texts is not None else []
         self.adapter = WhiteningMoEAdapter(text_vectors.shape[1], dim, num_experts, dropout)
         self.domain_emb = nn.Embedding(num_domains, dim)
         nn.init.normal_(self.domain_emb.weight, std=0.02)
-        # Zero-initialised: an item only gets an ID component from its own training signal.
+        # Normal-initialised as an ID model's embeddings, so the ID part can carry the
+        # collaborative signal as fully as SASRec's (a zero start starves it); items without
+        # training interactions never use theirs (`id_mask`).
         self.id_emb = nn.Embedding(text_vectors.shape[0], dim) if id_embeddings else None
         if self.id_emb is not None:
-            nn.init.zeros_(self.id_emb.weight)
+            nn.init.normal_(self.id_emb.weight, std=id_init_std)
         # 1 for items with training interactions: only they use (and train) an ID embedding.
         self.register_buffer("id_mask", torch.ones(text_vectors.shape[0]))
         self.encoder: TextEncoder | None = None
@@ -141,8 +146,9 @@ class ItemTower(nn.Module):
 
     def forward(self, items: torch.Tensor) -> torch.Tensor:
         """``[..., dim]`` vectors of ``items`` (global indices)."""
-        features = self.text_features(items)
-        vectors = self.adapter(features) + self.domain_emb(self.item_domain[items])
+        vectors = self.domain_emb(self.item_domain[items])
+        if self.text_part:
+            vectors = vectors + self.adapter(self.text_features(items))
         if self.id_emb is not None:
             vectors = vectors + self.id_emb(items) * self.id_mask[items].unsqueeze(-1)
         return vectors

@@ -62,7 +62,11 @@ class UserTower(nn.Module):
         h = self.blocks(h, mask=causal)
         return self.norm(h)
 
-    def user_vector(self, states: torch.Tensor, target_domain: torch.Tensor) -> torch.Tensor:
-        """Unit-norm user vectors from states ``[N, dim]`` for target domains ``[N]``."""
+    def user_vector(
+        self, states: torch.Tensor, target_domain: torch.Tensor, normalize: bool = True
+    ) -> torch.Tensor:
+        """User vectors (unit norm unless ``normalize`` is false) from states ``[N, dim]`` for
+        target domains ``[N]``."""
         mixed = self.out(torch.cat([states, self.target_query(target_domain)], dim=-1))
-        return nn.functional.normalize(mixed + states, dim=-1)
+        vectors = mixed + states
+        return nn.functional.normalize(vectors, dim=-1) if normalize else vectors

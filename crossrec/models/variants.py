@@ -10,8 +10,9 @@ from crossrec.config import CrossRecConfig, with_overrides
 from crossrec.errors import CrossRecError
 
 VARIANTS: dict[str, list[str]] = {
-    "crossrec-target-only": ["train.target_only=true", "train.stages=[adapt]"],
+    "crossrec-target-only": ["train.target_only=true", "train.stages=[joint]"],
     "crossrec-transfer": [],
+    "crossrec-pretrain-adapt": ["train.stages=[pretrain, adapt]"],
     "crossrec-transfer-dann": ["adaptation.method=dann"],
     "crossrec-transfer-mmd": ["adaptation.method=mmd"],
     "crossrec-transfer-coral": ["adaptation.method=coral"],
