@@ -202,6 +202,13 @@ class ModelConfig(_Section):
         description="Standard deviation of the ID embeddings' normal initialisation (as an ID "
         "model's; 0 = zero-initialised).",
     )
+    id_dropout: float = Field(
+        0.1,
+        ge=0.0,
+        lt=1.0,
+        description="Share of item occurrences in training that drop their ID part, so items "
+        "are also learned from text alone (cold items live on the same scale).",
+    )
     similarity: Literal["cosine", "dot"] = Field(
         "cosine",
         description="Score of a user and an item: cosine of unit vectors times a scale "
@@ -215,6 +222,22 @@ class ModelConfig(_Section):
     learn_temperature: bool = Field(
         True, description="Learn the softmax temperature (similarity=cosine; capped at 1/100)."
     )
+    ranker: Literal["hybrid", "linear"] = Field(
+        "hybrid",
+        description="hybrid = candidates from the towers, co-visitation and popularity, "
+        "re-scored by a small MLP over their features, trained on held-out positions; linear = "
+        "sigma(W.[f_u, f_i, f_u*f_i] + b) over the top `ranker_candidates` by retrieval.",
+    )
+    hybrid_tower_candidates: int = Field(
+        100, ge=1, description="Hybrid candidates from the two-tower score, per case."
+    )
+    hybrid_covis_candidates: int = Field(
+        50, ge=0, description="Hybrid candidates from each co-visitation score, per case."
+    )
+    hybrid_popular_candidates: int = Field(
+        20, ge=0, description="Hybrid candidates from popularity, per case."
+    )
+    hybrid_hidden: int = Field(32, ge=1, description="Hidden units of the hybrid ranker's MLP.")
     ranker_candidates: int = Field(
         50, ge=2, description="Retrieved candidates the ranker re-scores (retrieve+rank)."
     )
@@ -299,7 +322,19 @@ class TrainConfig(_Section):
     pretrain_max_epochs: int = Field(
         6, ge=1, description="Epoch cap of `pretrain` (it also stops when its loss plateaus)."
     )
-    ranker_epochs: int = Field(2, ge=0, description="Ranker epochs after `adapt` (0 = none).")
+    ranker_epochs: int = Field(
+        2,
+        ge=0,
+        description="Ranker epochs after training (0 = none); the hybrid ranker trains "
+        "`20 x` as many passes over its (smaller) held-out set.",
+    )
+    ranker_holdout: float = Field(
+        0.1,
+        ge=0.0,
+        lt=1.0,
+        description="model.ranker=hybrid: share of training users whose last item the towers "
+        "never train on; the hybrid ranker learns on those positions.",
+    )
     max_steps_per_epoch: int | None = Field(
         None, ge=1, description="Cap on optimizer steps per epoch (bounds lora/full on CPU)."
     )

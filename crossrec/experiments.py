@@ -153,7 +153,7 @@ class CheckpointRecommender(Recommender):
 
     name = "crossrec-checkpoint"
 
-    def __init__(self, models: dict[str, Any], rank: bool = False) -> None:
+    def __init__(self, models: dict[str, Any], rank: bool | None = None) -> None:
         self.models = models
         self.rank = rank
 
@@ -164,12 +164,14 @@ class CheckpointRecommender(Recommender):
         from crossrec.trainer import ModelView
 
         model = self.models[domain]
-        view = ModelView(model, target_only=model.cfg.train.target_only, rank=self.rank)
+        # By default a model with a hybrid ranker is scored through it (what it was trained for).
+        rank = self.rank if self.rank is not None else model.hybrid is not None
+        view = ModelView(model, target_only=model.cfg.train.target_only, rank=rank)
         return view.score(cases, domain)
 
 
 def evaluate_checkpoint(
-    path: Path, protocols: Sequence[str] | None = None, *, rank: bool = False
+    path: Path, protocols: Sequence[str] | None = None, *, rank: bool | None = None
 ) -> tuple[list[EvaluationRow], CrossRecConfig]:
     """Evaluates saved checkpoints on the test split of the data their config names."""
     from crossrec.data.loaders import load_dataset

@@ -59,6 +59,9 @@ ADAPTER_PARAMETERS = (
     "user_tower.target_query", "user_tower.out",
 )  # fmt: skip
 
+# The hybrid ranker is not fitted on fewer held-out cases than this (it would learn noise).
+MIN_RANKER_CASES = 50
+
 # Pretraining stops once an epoch lowers the training loss by less than this fraction.
 LOSS_PLATEAU = 0.002
 
@@ -364,6 +367,9 @@ class StageRun:
     optimizer: torch.optim.Optimizer
     discriminator: DomainDiscriminator | None
     best_state: dict[str, torch.Tensor] | None = None
+    # Joint training for several targets at once: each extra target's best score, epoch and
+    # weights (the primary target's are `best_state`).
+    target_best: dict[str, tuple[float, int, dict[str, torch.Tensor]]] = field(default_factory=dict)
 
 
 class CrossRecTrainer:
@@ -384,6 +390,7 @@ class CrossRecTrainer:
         cfg: CrossRecConfig,
         target: str,
         on_epoch: EpochCallback | None = None,
+        also_targets: Sequence[str] = (),
     ) -> None:
         self.model = model
         self.split = split
@@ -411,11 +418,45 @@ class CrossRecTrainer:
         if cfg.train.target_only:
             sequences = [s[self.item_domain[s] == self.target_idx] for s in sequences]
         self.sequences = [s for s in sequences if s.size]
+        self.ranker_cases = self._hold_out_ranker_positions()
         self.view = ModelView(model, target_only=cfg.train.target_only)
         self.evaluator = TargetDomainEvaluator.for_model_selection(split)
         self.has_valid = any(c.domain == target for c in split.valid)
+        # A joint stage can serve several targets from one run: it keeps each target's best
+        # epoch (`target_states`), and stops when none of them improves any more.
+        self.also_targets = [t for t in also_targets if t != target]
+        self.target_states: dict[str, tuple[float, int, dict[str, torch.Tensor]]] = {}
         self.discriminator: DomainDiscriminator | None = None
         self.pretrained_state: dict[str, torch.Tensor] | None = None
+
+    def _hold_out_ranker_positions(self) -> list[tuple[np.ndarray, int]]:
+        """With the hybrid ranker, a seeded share of users' last items leave the towers'
+        training data and become the ranker's training cases ``(context, item)``: the ranker
+        must learn where the towers were not fitted. The draw depends only on the sequences
+        and the seed, so every trainer over the same data holds out the same positions."""
+        t = self.cfg.train
+        if self.cfg.model.ranker != "hybrid" or not t.ranker_epochs or t.ranker_holdout <= 0:
+            return []
+        # A user's last position in a target domain of the split (the same for every target's
+        # trainer), after at least one earlier item.
+        targets = np.zeros(len(self.model.domains), dtype=bool)
+        targets[[self.model.domain_index[d] for d in self.split.target_domains]] = True
+        cut: dict[int, int] = {}
+        for i, seq in enumerate(self.sequences):
+            found = np.flatnonzero(targets[self.item_domain[seq]])
+            if found.size and found[-1] >= 1:
+                cut[i] = int(found[-1])
+        n = int(round(t.ranker_holdout * len(cut)))
+        if not n:
+            return []
+        rng = np.random.default_rng([t.seed, 13])
+        picked = rng.choice(np.array(sorted(cut)), size=n, replace=False)
+        cases = []
+        for i in sorted(picked.tolist()):
+            seq, p = self.sequences[i], cut[i]
+            cases.append((seq[:p], int(seq[p])))
+            self.sequences[i] = seq[:p]
+        return cases
 
     # ------------------------------------------------------------------ public
     def fit(
@@ -434,20 +475,36 @@ class CrossRecTrainer:
                 reports.append(report)
                 continue
             reports.append(self.run_stage(stage))
-        if self.cfg.train.ranker_epochs:
-            self.fit_ranker()
+        self.fit_rankers()
         self.model.eval()
         return reports
 
-    def validate(self, ctx: TrainContext | None = None) -> float:
+    def fit_rankers(self) -> None:
+        """Fits the configured ranker (none when ``train.ranker_epochs`` is 0)."""
+        if not self.cfg.train.ranker_epochs:
+            return
+        if self.cfg.model.ranker == "hybrid":
+            self.fit_hybrid()
+        else:
+            self.fit_ranker()
+
+    def validate_targets(self, ctx: TrainContext | None = None) -> dict[str, float]:
+        """Validation NDCG@10 of the target and of every ``also_targets`` domain."""
+        out = {self.target: self.validate(ctx)}
+        for target in self.also_targets:
+            out[target] = self.validate(ctx, target)
+        return out
+
+    def validate(self, ctx: TrainContext | None = None, target: str | None = None) -> float:
         """Validation NDCG@10 on the target domain; under Ray Train each worker scores its
         shard of the cases and the sums are reduced."""
         ctx = ctx or TrainContext()
         self.model.eval()
         self.model.invalidate_item_cache()
         total, count = self.evaluator.ndcg_sum_at(
-            self.view, 10, "valid", domains=[self.target], shard=(ctx.rank, ctx.world_size)
-        )
+            self.view, 10, "valid", domains=[target or self.target],
+            shard=(ctx.rank, ctx.world_size),
+        )  # fmt: skip
         self.model.invalidate_item_cache()
         reduced = ctx.all_reduce_sum([total, float(count)])
         return reduced[0] / max(reduced[1], 1.0)
@@ -611,9 +668,13 @@ class CrossRecTrainer:
             record["samples"] = reduced[-1]
             record["train_seconds"] = train_seconds
             if self.has_valid:
+                if stage == "joint" and self.also_targets:
+                    for target, score in self.validate_targets(ctx).items():
+                        record[f"valid_ndcg@10[{target}]"] = score
                 record["valid_ndcg@10"] = self.validate(ctx)
             record["seconds"] = time.perf_counter() - epoch_start
             self._end_epoch(run, record, ctx)
+        self.target_states = dict(run.target_best)
         if run.best_state is not None:
             with torch.no_grad():
                 for name, param in self.model.named_parameters():
@@ -635,6 +696,9 @@ class CrossRecTrainer:
                 n: p.detach().clone() for n, p in self.model.named_parameters()
             }
         return report
+
+    def _trained_weights(self) -> dict[str, torch.Tensor]:
+        return {n: p.detach().clone() for n, p in self.model.named_parameters() if p.requires_grad}
 
     def _end_epoch(self, run: StageRun, record: dict[str, float], ctx: TrainContext) -> None:
         """Early stopping and the kept weights; then the context reports / checkpoints."""
@@ -661,11 +725,12 @@ class CrossRecTrainer:
             improved = not (score <= state.best_valid_ndcg)  # NaN-safe: first epoch wins
             if improved:
                 state.best_valid_ndcg, state.best_epoch = score, epoch
-                run.best_state = {
-                    n: p.detach().clone()
-                    for n, p in self.model.named_parameters()
-                    if p.requires_grad
-                }
+                run.best_state = self._trained_weights()
+            for target in self.also_targets if run.stage == "joint" else ():
+                other = record.get(f"valid_ndcg@10[{target}]", float("nan"))
+                if not (other <= run.target_best.get(target, (float("nan"),))[0]):
+                    run.target_best[target] = (other, epoch, self._trained_weights())
+                    improved = True
         state.bad_epochs = 0 if improved else state.bad_epochs + 1
         state.finished = state.bad_epochs >= self.cfg.train.patience or epoch >= max_epochs
         state.history.append(dict(record))
@@ -702,6 +767,65 @@ class CrossRecTrainer:
         return loss
 
     # ------------------------------------------------------------------ ranker
+    def fit_hybrid(self, batch: int = 256, lr: float = 5e-3) -> list[float]:
+        """Counts co-visitation on the towers' training sequences and fits the hybrid ranker
+        with a softmax over each held-out case's candidates (cases whose item is not among
+        the candidates cannot be learned from and are left out)."""
+        from crossrec.models.hybrid import FEATURES, CoVisitation, HybridRanker
+
+        model = self.model
+        model.eval()
+        model.invalidate_item_cache()
+        model.covis = CoVisitation.from_sequences(self.sequences, model.num_items)
+        cases = [(c, t) for c, t in self.ranker_cases if self.item_domain[t] == self.target_idx]
+        ids = model.domain_items(self.target)
+        items = model.item_matrix(self.target)
+        feats, masks, labels = [], [], []
+        for start in range(0, len(cases), batch):
+            chunk = cases[start : start + batch]
+            contexts = [c for c, _ in chunk]
+            scores = model.encode_users(contexts, self.target) @ items.T
+            cols, first, features = model.hybrid_features(contexts, self.target, scores)
+            wanted = torch.tensor([t for _, t in chunk], device=ids.device)
+            hit = (ids[cols] == wanted.unsqueeze(1)) & first
+            keep = hit.any(1)
+            feats.append(features[keep])
+            masks.append(first[keep])
+            labels.append(hit[keep].float().argmax(1))
+        learnable = sum(int(f.shape[0]) for f in feats)
+        if learnable < MIN_RANKER_CASES:
+            logger.warning(
+                "hybrid ranker target=%s: %d held-out cases to learn from (fewer than %d); "
+                "scoring by retrieval only", self.target, learnable, MIN_RANKER_CASES,
+            )  # fmt: skip
+            model.hybrid = None
+            return []
+        x, m, y = torch.cat(feats), torch.cat(masks), torch.cat(labels)
+        torch.manual_seed(self.cfg.train.seed + 11)
+        hybrid = HybridRanker(len(FEATURES), self.cfg.model.hybrid_hidden).to(x.device)
+        hybrid.fit_scaling(x[m])
+        optimizer = torch.optim.Adam(hybrid.parameters(), lr=lr, weight_decay=1e-4)
+        losses: list[float] = []
+        rng = np.random.default_rng(self.cfg.train.seed + 12)
+        for _ in range(20 * self.cfg.train.ranker_epochs):
+            total = 0.0
+            for idx in np.array_split(rng.permutation(x.shape[0]), max(1, x.shape[0] // batch)):
+                logits = hybrid(x[idx]).masked_fill(~m[idx], float("-inf"))
+                loss = nn.functional.cross_entropy(logits, y[idx])
+                optimizer.zero_grad()
+                loss.backward()
+                optimizer.step()
+                total += float(loss.detach()) * idx.size
+            losses.append(total / x.shape[0])
+        hybrid.eval()
+        model.hybrid = hybrid
+        model.metrics["hybrid_candidate_recall"] = x.shape[0] / max(len(cases), 1)
+        logger.info(
+            "hybrid ranker target=%s cases=%d with the item among candidates=%d loss=%.4f",
+            self.target, len(cases), x.shape[0], losses[-1],
+        )  # fmt: skip
+        return losses
+
     def fit_ranker(self, max_samples: int = 20000, lr: float = 5e-3) -> list[float]:
         """Fits the ranker with BCE on each training position's top retrieved items (hard
         negatives) plus the true next item."""

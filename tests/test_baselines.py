@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import math
+from collections.abc import Iterator
 
 import numpy as np
 import pytest
@@ -44,6 +45,16 @@ def _random_ndcg(split: Split) -> float:
     # Expected NDCG@10 of a random ranking over ~all domain items, for reference.
     n = split.dataset.num_domain_items("films")
     return sum(1 / math.log2(r + 2) for r in range(10)) / n
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread() -> Iterator[None]:
+    # These models are tiny: a second intra-op thread only adds synchronisation, which on a
+    # busy machine costs far more than it saves.
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
 
 
 @pytest.fixture(scope="module")

@@ -155,10 +155,11 @@ def test_save_load_round_trip(
     import json
 
     manifest = json.loads((path / "manifest.json").read_text())
-    assert manifest["stage"] == "adapt"
+    assert manifest["stage"] == "joint"
     assert manifest["target_domain"] == "films"
     assert manifest["crossrec_version"]
-    assert "adapt_valid_ndcg@10" in manifest["metrics"]
+    assert "joint_valid_ndcg@10" in manifest["metrics"]
+    assert manifest["hybrid_ranker"] is True
     assert manifest["item_index_fingerprint"] == loaded.fingerprint()
 
 

@@ -378,8 +378,7 @@ def evaluate_target(
     device = "cuda" if cfg.train.use_gpu and torch.cuda.is_available() else "cpu"
     model.to_device(device)
     trainer = CrossRecTrainer(model, split, cfg, target)
-    if cfg.train.ranker_epochs:
-        trainer.fit_ranker()
+    trainer.fit_rankers()
     model.eval()
     one_target = copy.copy(split)
     one_target.target_domains = [target]

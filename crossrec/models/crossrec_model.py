@@ -24,6 +24,13 @@ from crossrec.encoders.items import item_texts
 from crossrec.encoders.template import ItemTextTemplate
 from crossrec.encoders.text_encoder import TextEncoder, encode_texts_cached
 from crossrec.errors import CrossRecError
+from crossrec.models.hybrid import (
+    FEATURES,
+    CandidateSizes,
+    CoVisitation,
+    HybridRanker,
+    candidate_columns,
+)
 from crossrec.models.item_tower import ItemTower
 from crossrec.models.ranker import Ranker
 from crossrec.models.user_tower import UserTower
@@ -33,6 +40,7 @@ logger = logging.getLogger(__name__)
 WEIGHTS_FILE = "model.safetensors"
 MANIFEST_FILE = "manifest.json"
 ITEMS_FILE = "items.jsonl"
+COVIS_FILE = "covisitation.safetensors"
 
 
 def item_fingerprint(keys: Sequence[tuple[str, str]], texts: Sequence[str]) -> str:
@@ -41,6 +49,19 @@ def item_fingerprint(keys: Sequence[tuple[str, str]], texts: Sequence[str]) -> s
     for (domain, item_id), text in zip(keys, texts, strict=True):
         digest.update(f"{domain}\x1f{item_id}\x1f{text}\x1e".encode())
     return digest.hexdigest()[:20]
+
+
+def _calibrate(x: torch.Tensor, y: torch.Tensor, fit_on: torch.Tensor) -> torch.Tensor:
+    """``a * x + b``, with ``a``, ``b`` the least-squares line of ``y`` on ``x`` over the
+    entries ``fit_on`` (per row; slope at least 0)."""
+    w = fit_on.to(x.dtype)
+    n = w.sum(1, keepdim=True).clamp(min=1.0)
+    mx = (x * w).sum(1, keepdim=True) / n
+    my = (y * w).sum(1, keepdim=True) / n
+    var = (((x - mx) ** 2) * w).sum(1, keepdim=True)
+    cov = ((x - mx) * (y - my) * w).sum(1, keepdim=True)
+    slope = (cov / var.clamp(min=1e-9)).clamp(min=0.0)
+    return slope * (x - mx) + my
 
 
 class CrossRecModel(nn.Module):
@@ -75,6 +96,7 @@ class CrossRecModel(nn.Module):
             num_experts=m.num_experts, dropout=m.dropout, texts=texts, encoder=encoder,
             lora_r=m.lora_r, lora_alpha=m.lora_alpha, lora_dropout=m.lora_dropout,
             id_embeddings=m.id_embeddings, id_init_std=m.id_init_std, text_part=m.text_part,
+            id_dropout=m.id_dropout,
         )  # fmt: skip
         self.user_tower = UserTower(
             m.dim, len(self.domains), m.max_history, m.num_layers, m.num_heads, m.dropout
@@ -88,6 +110,13 @@ class CrossRecModel(nn.Module):
         self.split_targets: list[str] = []
         self.metrics: dict[str, Any] = {}
         self._item_cache: dict[int, torch.Tensor] = {}
+        # The hybrid ranker and the co-visitation counts it reads (set by the trainer when
+        # model.ranker=hybrid; saved beside the weights).
+        self.covis: CoVisitation | None = None
+        self.hybrid: HybridRanker | None = None
+        self.candidate_sizes = CandidateSizes(
+            m.hybrid_tower_candidates, m.hybrid_covis_candidates, m.hybrid_popular_candidates
+        )
 
     # ------------------------------------------------------------------ construction
     @classmethod
@@ -200,8 +229,9 @@ class CrossRecModel(nn.Module):
         domain: str,
         query_text_vectors: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """User vectors for ``domain`` (unit norm for cosine scores) from histories (global item indices) and,
-        optionally, a text query per user (encoder outputs ``[B, text_dim]``).
+        """User vectors for ``domain`` (unit norm for cosine scores) from histories (global
+        item indices) and, optionally, a text query per user (encoder outputs
+        ``[B, text_dim]``).
 
         A query is mapped into item space by the item tower, as if it described an item of
         ``domain``; a user with no history is that vector, otherwise it is added to the
@@ -224,6 +254,64 @@ class CrossRecModel(nn.Module):
         return nn.functional.normalize(query + has_history * users, dim=-1)
 
     @torch.no_grad()
+    def hybrid_features(
+        self, contexts: Sequence[np.ndarray], domain: str, scores: torch.Tensor
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """Candidate columns ``[B, C]`` (into ``domain``'s items), their first-occurrence mask
+        and features ``[B, C, len(FEATURES)]``, from the two-tower ``scores`` ``[B, N]``."""
+        if self.covis is None:
+            raise CrossRecError("this model has no co-visitation counts (model.ranker=hybrid)")
+        ids = self.domain_items(domain)
+        ids_np = ids.cpu().numpy()
+        knn_np, trans_np = self.covis.scores(contexts, ids_np, self.cfg.model.max_history)
+        knn = torch.from_numpy(np.log1p(knn_np)).to(scores)
+        trans = torch.from_numpy(np.log1p(trans_np)).to(scores)
+        counts = np.zeros(ids_np.size, dtype=np.float32)
+        known = ids_np < self.covis.num_items
+        counts[known] = self.covis.counts[ids_np[known]]
+        pop = torch.from_numpy(np.log1p(counts)).to(scores)
+        b = len(contexts)
+        seen = torch.zeros(b, ids.numel(), dtype=torch.bool, device=scores.device)
+        texts = nn.functional.normalize(self.item_tower.text_vectors.float(), dim=-1)
+        hist = torch.zeros(b, texts.shape[1], device=scores.device)
+        last = torch.zeros_like(hist)
+        length = torch.zeros(b, device=scores.device)
+        share = torch.zeros(b, device=scores.device)
+        d = self.domain_index[domain]
+        item_domain = self.item_tower.item_domain
+        for i, ctx in enumerate(contexts):
+            ctx_t = torch.as_tensor(np.asarray(ctx, dtype=np.int64), device=scores.device)
+            if not ctx_t.numel():
+                continue
+            cols = torch.searchsorted(ids, ctx_t).clamp(max=ids.numel() - 1)
+            seen[i, cols[ids[cols] == ctx_t]] = True
+            recent = ctx_t[-5:]
+            hist[i] = texts[recent].mean(0)
+            last[i] = texts[ctx_t[-1]]
+            length[i] = float(np.log1p(ctx_t.numel()))
+            share[i] = (item_domain[ctx_t] == d).float().mean()
+        hist = nn.functional.normalize(hist, dim=-1)
+        cols, first = candidate_columns(scores, knn, trans, pop, self.candidate_sizes, seen)
+        cand_text = texts[ids[cols]]  # [B, C, text_dim]
+        c = cols.shape[1]
+        features = torch.stack(
+            [
+                scores.gather(1, cols) * self.score_scale(),
+                knn.gather(1, cols),
+                trans.gather(1, cols),
+                pop[cols],
+                (cand_text * hist.unsqueeze(1)).sum(-1),
+                (cand_text * last.unsqueeze(1)).sum(-1),
+                (pop[cols] == 0).float(),
+                length.unsqueeze(1).expand(b, c),
+                share.unsqueeze(1).expand(b, c),
+            ],
+            dim=-1,
+        )
+        assert features.shape[-1] == len(FEATURES)
+        return cols, first, features
+
+    @torch.no_grad()
     def score(
         self,
         contexts: Sequence[np.ndarray],
@@ -232,11 +320,26 @@ class CrossRecModel(nn.Module):
         rank: bool = False,
         query_text_vectors: torch.Tensor | None = None,
     ) -> torch.Tensor:
-        """``[B, items of domain]`` scores; with ``rank`` the top ``model.ranker_candidates`` by
-        retrieval are re-ordered by the ranker (and stay above every other item)."""
+        """``[B, items of domain]`` scores; with ``rank`` the candidates are re-ordered by the
+        ranker (the hybrid ranker when the model has one, else the top
+        ``model.ranker_candidates`` by retrieval) and stay above every other item."""
         users = self.encode_users(contexts, domain, query_text_vectors)
         items = self.item_matrix(domain)
         scores = users @ items.T
+        if rank and self.hybrid is not None:
+            cols, _, features = self.hybrid_features(contexts, domain, scores)
+            logits = self.hybrid(features)
+            cold = features[..., FEATURES.index("cold")] > 0
+            if cold.any():
+                # Items never trained on have no co-visitation or popularity evidence and the
+                # ranker never saw one as an answer: they keep their two-tower score, mapped
+                # onto the ranker's scale by a line fitted on the warm candidates.
+                tower = features[..., FEATURES.index("tower")]
+                logits = torch.where(cold, _calibrate(tower, logits, ~cold), logits)
+            above = scores.max(dim=1, keepdim=True).values.clamp(min=1.0) + 2.0
+            shifted = logits - logits.min(dim=1, keepdim=True).values + above
+            scores.scatter_(1, cols, shifted)
+            return scores
         if rank:
             n = min(self.cfg.model.ranker_candidates, items.shape[0])
             top = scores.topk(n, dim=1).indices
@@ -332,6 +435,8 @@ class CrossRecModel(nn.Module):
         out.mkdir(parents=True, exist_ok=True)
         self.item_tower.refresh_text_vectors()
         save_file(self._weights_to_save(), str(out / WEIGHTS_FILE))
+        if self.covis is not None:
+            save_file(self.covis.tensors(), str(out / COVIS_FILE))
         with (out / ITEMS_FILE).open("w", encoding="utf-8") as handle:
             for (domain, item_id), text in zip(self.item_keys, self.item_tower.texts, strict=True):
                 handle.write(
@@ -348,6 +453,7 @@ class CrossRecModel(nn.Module):
             "num_items": self.num_items,
             "item_index_fingerprint": self.fingerprint(),
             "item_mode": self.item_tower.mode,
+            "hybrid_ranker": self.hybrid is not None,
             "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
             "config": self.cfg.model_dump(mode="json"),
         }
@@ -393,6 +499,11 @@ class CrossRecModel(nn.Module):
             encoder = TextEncoder.from_config(cfg.encoder)
         model = cls(cfg, manifest["domains"], keys, texts, weights["item_tower.text_vectors"],
                     encoder=encoder)  # fmt: skip
+        if manifest.get("hybrid_ranker"):
+            if not (src / COVIS_FILE).is_file():
+                raise CrossRecError(f"{src} has a hybrid ranker but no {COVIS_FILE}")
+            model.covis = CoVisitation.from_tensors(load_file(str(src / COVIS_FILE)))
+            model.hybrid = HybridRanker(len(FEATURES), cfg.model.hybrid_hidden)
         model.load_weights(weights, src)
         model.stage = manifest.get("stage", "unknown")
         model.target_domain = manifest.get("target_domain")

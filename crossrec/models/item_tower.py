@@ -60,6 +60,7 @@ class ItemTower(nn.Module):
         id_embeddings: bool = False,
         id_init_std: float = 0.02,
         text_part: bool = True,
+        id_dropout: float = 0.0,
     ) -> None:
         super().__init__()
         if mode not in ITEM_MODES:
@@ -68,6 +69,7 @@ class ItemTower(nn.Module):
             raise ValueError(f"item mode {mode!r} needs the text encoder and the item texts")
         self.mode = mode
         self.text_part = text_part
+        self.id_dropout = id_dropout if text_part else 0.0
         self.register_buffer("text_vectors", text_vectors.float().contiguous())
         self.register_buffer("item_domain", item_domain.long().contiguous())
         self.texts: list[str] = list(texts) if texts is not None else []
@@ -150,7 +152,12 @@ class ItemTower(nn.Module):
         if self.text_part:
             vectors = vectors + self.adapter(self.text_features(items))
         if self.id_emb is not None:
-            vectors = vectors + self.id_emb(items) * self.id_mask[items].unsqueeze(-1)
+            keep = self.id_mask[items]
+            if self.training and self.id_dropout > 0:
+                # ID dropout: now and then an item is seen by its text alone, so text-only
+                # vectors (items never trained on) live on the same scale as the others.
+                keep = keep * (torch.rand_like(keep) >= self.id_dropout).to(keep)
+            vectors = vectors + self.id_emb(items) * keep.unsqueeze(-1)
         return vectors
 
     def set_trained_items(self, trained: torch.Tensor) -> None:

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import copy
 import hashlib
 import json
 import logging
@@ -30,7 +31,7 @@ _PRETRAINED_MAX = 4
 def pretrain_key(cfg: CrossRecConfig, split: Split, target: str, encoder_key: str) -> str:
     """Everything a pretrain run depends on."""
     ds = split.dataset
-    train = cfg.train.model_dump(exclude={"finetune", "ranker_epochs", *RUNTIME_TRAIN_FIELDS})
+    train = cfg.train.model_dump(exclude={"finetune", *RUNTIME_TRAIN_FIELDS})
     digest = hashlib.sha256()
     for seq in split.train_sequences:
         digest.update(seq.astype(np.int64).tobytes() + b"|")
@@ -67,7 +68,7 @@ class CrossRecRecommender(Recommender):
         cfg: CrossRecConfig,
         name: str | None = None,
         *,
-        rank: bool = False,
+        rank: bool | None = None,
         encoder: TextEncoder | None = None,
         on_epoch: EpochCallback | None = None,
         reuse_pretraining: bool = True,
@@ -75,6 +76,10 @@ class CrossRecRecommender(Recommender):
         self.cfg = cfg
         if name:
             self.name = name  # type: ignore[misc]
+        # By default the hybrid ranker orders what it was trained for (the linear ranker is
+        # for serving only: it does not beat retrieval offline).
+        if rank is None:
+            rank = cfg.model.ranker == "hybrid" and cfg.train.ranker_epochs > 0
         self.rank = rank
         self.encoder = encoder
         self.on_epoch = on_epoch
@@ -82,8 +87,17 @@ class CrossRecRecommender(Recommender):
         self.models: dict[str, CrossRecModel] = {}
         self.reports: dict[str, list[StageReport]] = {}
 
+    def shares_one_run(self, split: Split) -> bool:
+        """Whether one joint run serves every target domain: the joint recipe learns every
+        domain at once, so only the kept epoch differs per target."""
+        t = self.cfg.train
+        return list(t.stages) == ["joint"] and not t.target_only and len(split.target_domains) > 1
+
     def fit(self, split: Split) -> None:
         encoder = self.encoder or TextEncoder.from_config(self.cfg.encoder)
+        if self.shares_one_run(split):
+            self._fit_shared(split, encoder)
+            return
         for target in split.target_domains:
             torch.manual_seed(self.cfg.train.seed)
             model = CrossRecModel.for_dataset(split.dataset, self.cfg, encoder)
@@ -97,6 +111,34 @@ class CrossRecRecommender(Recommender):
                     _PRETRAINED.pop(next(iter(_PRETRAINED)))
                 _PRETRAINED[key] = (trainer.pretrained_state or {}, pre)
             self.models[target] = model
+
+    def _fit_shared(self, split: Split, encoder: TextEncoder) -> None:
+        """One joint run for every target; each target keeps the weights of its own best
+        validation epoch (and fits its own ranker)."""
+        first, *others = split.target_domains
+        torch.manual_seed(self.cfg.train.seed)
+        model = CrossRecModel.for_dataset(split.dataset, self.cfg, encoder)
+        trainer = CrossRecTrainer(
+            model, split, self.cfg, first, on_epoch=self.on_epoch, also_targets=others
+        )
+        self.reports[first] = trainer.fit()
+        self.models[first] = model
+        for target in others:
+            copy_ = copy.deepcopy(model)
+            kept = trainer.target_states.get(target)
+            if kept is not None:
+                score, epoch, weights = kept
+                copy_.load_state_dict(weights, strict=False)
+                copy_.metrics["joint_valid_ndcg@10"] = score
+                copy_.metrics["joint_best_epoch"] = epoch
+            other = CrossRecTrainer(copy_, split, self.cfg, target)
+            other.fit_rankers()
+            copy_.eval()
+            report = copy.deepcopy(self.reports[first][-1])
+            if kept is not None:
+                report.best_valid_ndcg, report.best_epoch = kept[0], kept[1]
+            self.reports[target] = [report]
+            self.models[target] = copy_
 
     def view(self, domain: str) -> ModelView:
         model = self.models.get(domain)
