@@ -156,6 +156,7 @@ def main(argv: list[str] | None = None) -> int:
             dataset,
             on_model_done=model_done,
             config_for=lambda name, c: model_config(name, c, args.quick),
+            validation=True,
             encoder=encoder,
         )
     except CrossRecError as exc:
@@ -170,15 +171,20 @@ def main(argv: list[str] | None = None) -> int:
     print()
     m, t = cfg.model, cfg.train
     print(
-        f"settings: dim={m.dim} layers={m.num_layers} heads={m.num_heads} dropout={m.dropout} "
-        f"max_history={m.max_history} lr={t.lr} batch={t.batch_size} max_epochs={t.max_epochs} "
-        f"patience={t.patience} negatives={t.num_negatives} temperature={m.temperature}; "
-        f"overrides: {args.overrides or 'none'}"
+        f"crossrec settings: stages={t.stages} dim={m.dim} layers={m.num_layers} "
+        f"heads={m.num_heads} dropout={m.dropout} max_history={m.max_history} "
+        f"similarity={m.similarity} temperature={m.temperature} (learned={m.learn_temperature}) "
+        f"text_part={m.text_part} id_embeddings={m.id_embeddings} id_dropout={m.id_dropout} "
+        f"loss={t.loss} full_softmax_max_items={t.full_softmax_max_items} "
+        f"negatives={t.num_negatives} lr={t.lr} batch={t.batch_size} max_epochs={t.max_epochs} "
+        f"patience={t.patience} ranker={m.ranker} ranker_holdout={t.ranker_holdout}"
     )
+    print(f"baseline settings: sasrec / sasrec-mixed: {cfg.baselines.sasrec.model_dump()}")
+    print(f"overrides: {args.overrides or 'none'}")
     if "crossrec-transfer-lora" in models and not torch.cuda.is_available():
         print(f"crossrec-transfer-lora on CPU is bounded: {' '.join(LORA_CPU_BOUNDS)}")
     print()
-    for slice_name in ("all", "cold-users", "cold-items"):
+    for slice_name in ("all", "cold-users", "cold-items", "valid"):
         if any(r.slice == slice_name for r in run.rows):
             print(f"### slice: {slice_name}\n")
             print(models_table(run.rows, cfg.eval.ks, slice_name=slice_name))

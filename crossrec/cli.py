@@ -290,8 +290,10 @@ def train(
         bool, typer.Option("--local", help="Train in this process, without Ray.")
     ] = False,
 ) -> None:
-    """Train the cross-domain model on Ray Train: pretrain on the source domain(s), adapt to each
-    target domain, evaluate on the test split; per-epoch checkpoints, resumable by --name.
+    """Train the cross-domain model on Ray Train: the stages of train.stages per target domain
+    (default: one joint stage over every domain's sequences; or pretrain on the source domains
+    then adapt), the ranker, evaluation on the test split; per-epoch checkpoints, resumable by
+    --name.
 
     Final models land in STORAGE/NAME/models/<target> (load them with `crossrec evaluate
     --checkpoint`); stage checkpoints in STORAGE/NAME/stages/<target>/<stage>/."""

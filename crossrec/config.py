@@ -273,7 +273,7 @@ class TrainConfig(_Section):
     lr: float = Field(1e-3, gt=0, description="Learning rate (AdamW).")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
     batch_size: int = Field(
-        128,
+        256,
         ge=1,
         description="Global batch size (split across Ray Train workers).",
     )
@@ -305,13 +305,13 @@ class TrainConfig(_Section):
         "`num_negatives` uniform negatives.",
     )
     full_softmax_max_items: int = Field(
-        50_000,
+        10_000,
         ge=1,
         description="Largest domain catalogue trained with the full softmax; larger ones use "
         "the sampled softmax.",
     )
     num_negatives: int = Field(
-        256, ge=1, description="Sampled negatives per step (infonce, and the sampled softmax)."
+        1024, ge=1, description="Sampled negatives per step (infonce, and the sampled softmax)."
     )
     id_lr: float | None = Field(
         None, gt=0, description="Learning rate of the item ID embeddings (None = `lr`)."

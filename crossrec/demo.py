@@ -1,7 +1,7 @@
 """`crossrec demo`: the whole pipeline on embedded defaults, narrated step by step.
 
 Today: synthetic world -> split -> baselines -> the cross-domain model trained on Ray Train
-(2 CPU workers on a local Ray: pretrain on the source domain, adapt to the target, evaluate) ->
+(2 CPU workers on a local Ray: joint training over every domain, the hybrid ranker, evaluate) ->
 evaluation table -> the model served on Ray Serve, and a scripted session of user events streamed
 through the embedded Kafka-protocol broker and Redis, with the user's recommendations asked from
 the HTTP API before and after, a cold-start query and a new item added through the API ->
@@ -67,8 +67,12 @@ def run_demo(
     sources = ", ".join(cfg.adaptation.source_domains or
                         [d for d in dataset.domains if d not in split.target_domains])  # fmt: skip
     sources = sources or "the other domains"  # every domain is a target: each learns from the rest
+    if list(cfg.train.stages) == ["joint"]:
+        recipe = f"one joint model over {', '.join(dataset.domains)}, kept per target {targets}"
+    else:
+        recipe = f"{' -> '.join(cfg.train.stages)}: from {sources} to {targets}"
     echo(f"[4/{total}] training crossrec-transfer on Ray Train ({cfg.train.num_workers} workers): "
-         f"pretrain on {sources}, adapt to {targets}")  # fmt: skip
+         f"{recipe}")  # fmt: skip
     rows, models_dir = _train_on_ray(cfg, echo)
     run.rows.extend(rows)
 

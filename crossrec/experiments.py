@@ -66,11 +66,15 @@ def run_models(
     protocols: Sequence[str] | None = None,
     on_model_done: Callable[[str, list[EvaluationRow], float], None] | None = None,
     config_for: Callable[[str, CrossRecConfig], CrossRecConfig] | None = None,
+    validation: bool = False,
     **crossrec_kwargs: object,
 ) -> ModelRun:
     """Fits each model on the split's training data and evaluates it on the test cases.
 
-    ``config_for(name, cfg)`` may adjust the config per model (e.g. CPU bounds for LoRA)."""
+    ``config_for(name, cfg)`` may adjust the config per model (e.g. CPU bounds for LoRA).
+    With ``validation``, each model is also scored on the validation cases (full ranking, rows
+    with slice ``valid``), and a model that re-ranks is scored there by retrieval only too
+    (``NAME (retrieval only)``): what defaults are chosen on."""
     split = split or make_split(dataset, cfg.eval, target_domains_for(dataset, cfg))
     evaluator = TargetDomainEvaluator(split, cfg.eval)
     run = ModelRun(split)
@@ -81,6 +85,8 @@ def run_models(
         logger.info("fitting model=%s dataset=%s", name, dataset.name)
         model.fit(split)
         rows = evaluator.evaluate(model, "test", protocols=protocols)
+        if validation and split.valid:
+            rows += _validation_rows(evaluator, model, name)
         elapsed = time.perf_counter() - start
         for row in rows:
             row.seconds = round(elapsed, 2)
@@ -89,6 +95,24 @@ def run_models(
         if on_model_done is not None:
             on_model_done(name, rows, elapsed)
     return run
+
+
+def _validation_rows(
+    evaluator: TargetDomainEvaluator, model: Recommender, name: str
+) -> list[EvaluationRow]:
+    rows = evaluator.evaluate(model, "valid", protocols=["full"], model_name=name, slices=["all"])
+    if getattr(model, "rank", False):
+        model.rank = False  # type: ignore[attr-defined]
+        try:
+            rows += evaluator.evaluate(
+                model, "valid", protocols=["full"], model_name=f"{name} (retrieval only)",
+                slices=["all"],
+            )  # fmt: skip
+        finally:
+            model.rank = True  # type: ignore[attr-defined]
+    for row in rows:
+        row.slice = "valid"
+    return rows
 
 
 @dataclass

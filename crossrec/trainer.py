@@ -771,7 +771,7 @@ class CrossRecTrainer:
         """Counts co-visitation on the towers' training sequences and fits the hybrid ranker
         with a softmax over each held-out case's candidates (cases whose item is not among
         the candidates cannot be learned from and are left out)."""
-        from crossrec.models.hybrid import FEATURES, CoVisitation, HybridRanker
+        from crossrec.models.hybrid import CoVisitation, fit_hybrid_ranker
 
         model = self.model
         model.eval()
@@ -801,23 +801,10 @@ class CrossRecTrainer:
             model.hybrid = None
             return []
         x, m, y = torch.cat(feats), torch.cat(masks), torch.cat(labels)
-        torch.manual_seed(self.cfg.train.seed + 11)
-        hybrid = HybridRanker(len(FEATURES), self.cfg.model.hybrid_hidden).to(x.device)
-        hybrid.fit_scaling(x[m])
-        optimizer = torch.optim.Adam(hybrid.parameters(), lr=lr, weight_decay=1e-4)
-        losses: list[float] = []
-        rng = np.random.default_rng(self.cfg.train.seed + 12)
-        for _ in range(20 * self.cfg.train.ranker_epochs):
-            total = 0.0
-            for idx in np.array_split(rng.permutation(x.shape[0]), max(1, x.shape[0] // batch)):
-                logits = hybrid(x[idx]).masked_fill(~m[idx], float("-inf"))
-                loss = nn.functional.cross_entropy(logits, y[idx])
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-                total += float(loss.detach()) * idx.size
-            losses.append(total / x.shape[0])
-        hybrid.eval()
+        hybrid, losses = fit_hybrid_ranker(
+            x, m, y, hidden=self.cfg.model.hybrid_hidden, epochs=20 * self.cfg.train.ranker_epochs,
+            batch=batch, lr=lr, seed=self.cfg.train.seed + 11,
+        )  # fmt: skip
         model.hybrid = hybrid
         model.metrics["hybrid_candidate_recall"] = x.shape[0] / max(len(cases), 1)
         logger.info(

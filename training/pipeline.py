@@ -1,9 +1,11 @@
-"""The stage pipeline of ``crossrec train``: ``pretrain -> adapt -> evaluate`` per target domain.
+"""The stage pipeline of ``crossrec train``: ``train.stages`` then ``evaluate``, per target domain
+(default ``joint -> evaluate``; the two-stage option is ``pretrain -> adapt -> evaluate``).
 
-* ``pretrain`` and ``adapt`` are Ray Train runs (`training.trainer.build_trainer`), each started
-  from the previous stage's kept checkpoint (pretrain: its last epoch; adapt: its best epoch by
-  validation NDCG@10).
-* ``evaluate`` is a Ray task: it loads adapt's best checkpoint, fits the ranker, evaluates on the
+* ``joint``, ``pretrain`` and ``adapt`` are Ray Train runs (`training.trainer.build_trainer`),
+  each started from the previous stage's kept checkpoint (pretrain: its last epoch; joint and
+  adapt: their best epoch by the target's validation NDCG@10).
+* ``evaluate`` is a Ray task: it loads the last stage's kept checkpoint, fits the ranker (the
+  hybrid ranker by default), evaluates on the
   test cases (full and sampled protocols, every slice) and writes the final model to
   ``NAME/models/<target>``.
 

@@ -255,13 +255,18 @@ class CrossRecModel(nn.Module):
 
     @torch.no_grad()
     def hybrid_features(
-        self, contexts: Sequence[np.ndarray], domain: str, scores: torch.Tensor
+        self,
+        contexts: Sequence[np.ndarray],
+        domain: str,
+        scores: torch.Tensor,
+        ids: torch.Tensor | None = None,
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Candidate columns ``[B, C]`` (into ``domain``'s items), their first-occurrence mask
-        and features ``[B, C, len(FEATURES)]``, from the two-tower ``scores`` ``[B, N]``."""
+        """Candidate columns ``[B, C]`` (into ``ids``, default ``domain``'s items), their
+        first-occurrence mask and features ``[B, C, len(FEATURES)]``, from the two-tower
+        ``scores`` ``[B, len(ids)]``."""
         if self.covis is None:
             raise CrossRecError("this model has no co-visitation counts (model.ranker=hybrid)")
-        ids = self.domain_items(domain)
+        ids = self.domain_items(domain) if ids is None else ids
         ids_np = ids.cpu().numpy()
         knn_np, trans_np = self.covis.scores(contexts, ids_np, self.cfg.model.max_history)
         knn = torch.from_numpy(np.log1p(knn_np)).to(scores)
@@ -283,8 +288,7 @@ class CrossRecModel(nn.Module):
             ctx_t = torch.as_tensor(np.asarray(ctx, dtype=np.int64), device=scores.device)
             if not ctx_t.numel():
                 continue
-            cols = torch.searchsorted(ids, ctx_t).clamp(max=ids.numel() - 1)
-            seen[i, cols[ids[cols] == ctx_t]] = True
+            seen[i] = torch.isin(ids, ctx_t)
             recent = ctx_t[-5:]
             hist[i] = texts[recent].mean(0)
             last[i] = texts[ctx_t[-1]]
@@ -312,6 +316,20 @@ class CrossRecModel(nn.Module):
         return cols, first, features
 
     @torch.no_grad()
+    def hybrid_logits(self, features: torch.Tensor) -> torch.Tensor:
+        """The hybrid ranker's logits ``[B, C]`` for candidate ``features``."""
+        assert self.hybrid is not None
+        logits = self.hybrid(features)
+        cold = features[..., FEATURES.index("cold")] > 0
+        if cold.any():
+            # Items never trained on have no co-visitation or popularity evidence and the
+            # ranker never saw one as an answer: they keep their two-tower score, mapped onto
+            # the ranker's scale by a line fitted on the warm candidates.
+            tower = features[..., FEATURES.index("tower")]
+            logits = torch.where(cold, _calibrate(tower, logits, ~cold), logits)
+        return logits
+
+    @torch.no_grad()
     def score(
         self,
         contexts: Sequence[np.ndarray],
@@ -328,14 +346,7 @@ class CrossRecModel(nn.Module):
         scores = users @ items.T
         if rank and self.hybrid is not None:
             cols, _, features = self.hybrid_features(contexts, domain, scores)
-            logits = self.hybrid(features)
-            cold = features[..., FEATURES.index("cold")] > 0
-            if cold.any():
-                # Items never trained on have no co-visitation or popularity evidence and the
-                # ranker never saw one as an answer: they keep their two-tower score, mapped
-                # onto the ranker's scale by a line fitted on the warm candidates.
-                tower = features[..., FEATURES.index("tower")]
-                logits = torch.where(cold, _calibrate(tower, logits, ~cold), logits)
+            logits = self.hybrid_logits(features)
             above = scores.max(dim=1, keepdim=True).values.clamp(min=1.0) + 2.0
             shifted = logits - logits.min(dim=1, keepdim=True).values + above
             scores.scatter_(1, cols, shifted)

@@ -183,9 +183,11 @@ class HybridRanker(nn.Module):
         self.register_buffer("mean", torch.zeros(num_features))
         self.register_buffer("std", torch.ones(num_features))
         self.linear = nn.Linear(num_features, 1)
-        self.mlp = nn.Sequential(nn.Linear(num_features, hidden), nn.ReLU(), nn.Linear(hidden, 1))
-        nn.init.zeros_(self.mlp[2].weight)
-        nn.init.zeros_(self.mlp[2].bias)
+        out = nn.Linear(hidden, 1)
+        # The MLP starts at zero: training begins from the linear model and adds interactions.
+        nn.init.zeros_(out.weight)
+        nn.init.zeros_(out.bias)
+        self.mlp = nn.Sequential(nn.Linear(num_features, hidden), nn.ReLU(), out)
 
     def fit_scaling(self, features: torch.Tensor) -> None:
         flat = features.reshape(-1, features.shape[-1])
@@ -227,3 +229,45 @@ def candidate_columns(
     if exclude is not None:
         first &= ~exclude.gather(1, cols)
     return cols, first
+
+
+def fit_hybrid_ranker(
+    features: torch.Tensor,
+    mask: torch.Tensor,
+    labels: torch.Tensor,
+    *,
+    hidden: int = 32,
+    epochs: int = 40,
+    batch: int = 256,
+    lr: float = 5e-3,
+    seed: int = 0,
+) -> tuple[HybridRanker, list[float]]:
+    """Fits a `HybridRanker` with a softmax over each case's candidates.
+
+    Args:
+        features: ``[N, C, F]`` candidate features of ``N`` cases.
+        mask: ``[N, C]`` which candidates count (first occurrences).
+        labels: ``[N]`` the column of each case's answer (a counted candidate).
+
+    Returns the ranker (in eval mode) and the mean loss of every epoch.
+    """
+    torch.manual_seed(seed)
+    ranker = HybridRanker(features.shape[-1], hidden).to(features.device)
+    ranker.fit_scaling(features[mask])
+    optimizer = torch.optim.Adam(ranker.parameters(), lr=lr, weight_decay=1e-4)
+    rng = np.random.default_rng(seed)
+    losses: list[float] = []
+    for _ in range(epochs):
+        total = 0.0
+        for idx in np.array_split(
+            rng.permutation(features.shape[0]), max(1, len(features) // batch)
+        ):
+            logits = ranker(features[idx]).masked_fill(~mask[idx], float("-inf"))
+            loss = nn.functional.cross_entropy(logits, labels[idx])
+            optimizer.zero_grad()
+            loss.backward()
+            optimizer.step()
+            total += float(loss.detach()) * idx.size
+        losses.append(total / features.shape[0])
+    ranker.eval()
+    return ranker, losses

@@ -268,6 +268,9 @@ class RecommendationService:
     ) -> list[ScoredItem]:
         model = catalogue.model
         history = torch.from_numpy(np.asarray(context, dtype=np.int64))
+        if self.serve.rank and model.hybrid is not None:
+            rows, scores = self._hybrid_top(catalogue, user, context, k, exclude_seen)
+            return self._scored_items(catalogue, history, rows, scores, explain)
         seen = catalogue.rows_of(torch.unique(history)) if exclude_seen else torch.empty(0)
         want = max(k, model.cfg.model.ranker_candidates) if self.serve.rank else k
         n = min(want + int(seen.numel()), catalogue.size)
@@ -281,11 +284,58 @@ class RecommendationService:
             keep &= ~torch.isin(rows, seen)
         scores, rows = scores[keep][:want], rows[keep][:want]
         if self.serve.rank and rows.numel():
+            # Ranked by logits: a sigmoid saturates (0.999994 for several items) and ties the top.
             logits = model.ranker.logits(user[None], catalogue.vectors[rows])
             order = logits.argsort(descending=True)[:k]
-            rows, scores = rows[order], torch.sigmoid(logits[order])
+            rows, scores = rows[order], logits[order]
         else:
             rows, scores = rows[:k], scores[:k]
+        return self._scored_items(catalogue, history, rows, scores, explain)
+
+    def _hybrid_top(
+        self,
+        catalogue: DomainCatalogue,
+        user: torch.Tensor,
+        context: np.ndarray,
+        k: int,
+        exclude_seen: bool,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Rows and logits of the top ``k`` by the hybrid ranker: candidates from the towers,
+        co-visitation and popularity over the whole catalogue, re-scored from their features
+        (never items of the history); if there are fewer candidates than ``k``, the rest
+        follow in two-tower order."""
+        model = catalogue.model
+        tower = user.float()[None] @ catalogue.vectors.T
+        cols, first, features = model.hybrid_features(
+            [context], catalogue.domain, tower, ids=catalogue.gids
+        )
+        logits = model.hybrid_logits(features)[0].masked_fill(~first[0], float("-inf"))
+        order = logits.argsort(descending=True)
+        order = order[torch.isfinite(logits[order])][:k]
+        rows, scores = cols[0][order], logits[order]
+        if rows.numel() < k:
+            rest = tower[0].clone()
+            rest[rows] = float("-inf")
+            if exclude_seen and context.size:
+                rest[torch.isin(catalogue.gids, torch.from_numpy(np.asarray(context)))] = float(
+                    "-inf"
+                )
+            extra = rest.topk(min(k - rows.numel(), rest.numel())).indices
+            extra = extra[torch.isfinite(rest[extra])]
+            low = (scores.min() if scores.numel() else torch.tensor(0.0)) - 1.0
+            rows = torch.cat([rows, extra])
+            scores = torch.cat([scores, low - torch.arange(extra.numel(), dtype=scores.dtype)])
+        return rows, scores
+
+    def _scored_items(
+        self,
+        catalogue: DomainCatalogue,
+        history: torch.Tensor,
+        rows: torch.Tensor,
+        scores: torch.Tensor,
+        explain: bool,
+    ) -> list[ScoredItem]:
+        model = catalogue.model
         gids = catalogue.gids[rows]
         because: list[Because | None] = [None] * int(rows.numel())
         if explain and history.numel():
