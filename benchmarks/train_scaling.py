@@ -2,9 +2,10 @@
 
     python benchmarks/train_scaling.py [--quick] [--json FILE] [--workers 1,2] [--set a.b=c]
 
-Every row trains the cross-domain model on the synthetic world (``pretrain`` then ``adapt``,
-frozen item tower) and reports training samples per second: next-item positions trained on,
-divided by the time spent in training steps (validation and checkpointing excluded).
+Every row trains the cross-domain model on the synthetic world (the configured ``train.stages``,
+by default one ``joint`` stage; frozen item tower) and reports training samples per second:
+next-item positions trained on, divided by the time spent in training steps (validation and
+checkpointing excluded).
 
 * ``plain-pytorch``: `CrossRecTrainer` in this process, no Ray (all CPU threads).
 * ``ray-train``: the same loop on N Ray Train CPU workers (gloo DDP, one CPU each) on a local

@@ -57,9 +57,10 @@ CROSSREC_SPACE: dict[str, dict[str, Any]] = {
     "model.dim": {"choice": [32, 64, 128]},
     "model.dropout": {"uniform": [0.0, 0.4]},
     "model.temperature": {"loguniform": [0.03, 0.2]},
-    "train.num_negatives": {"choice": [64, 128, 256, 512]},
+    "train.num_negatives": {"choice": [256, 512, 1024, 2048]},
     "train.max_epochs": {"choice": [10, 20, 40]},
     "model.id_embeddings": {"choice": [True, False]},
+    "model.id_dropout": {"uniform": [0.0, 0.3]},
 }
 """Default space of the crossrec variants (``crossrec-*``)."""
 
@@ -317,7 +318,11 @@ class EpochReporter:
         final_stage: str,
         report: Callable[[dict[str, Any]], None],
     ) -> None:
-        self.per_epoch = len(targets) == 1
+        self.targets = list(targets)
+        # Several targets: per-epoch reports only from a joint run that scores them all each
+        # epoch (the records carry `valid_ndcg@10[target]`); the mean of each one's best so far.
+        self.per_epoch = True
+        self.best_per_target: dict[str, float] = {}
         self.final_stage = final_stage
         self.report = report
         self.best = -math.inf
@@ -326,7 +331,15 @@ class EpochReporter:
     def __call__(self, record: Mapping[str, Any]) -> None:
         if not self.per_epoch or record.get("stage") != self.final_stage:
             return
-        score = record.get(METRIC)
+        if len(self.targets) > 1:
+            scores = [record.get(f"{METRIC}[{t}]") for t in self.targets]
+            if any(v is None or not math.isfinite(float(v)) for v in scores):
+                return
+            for t, v in zip(self.targets, scores, strict=True):
+                self.best_per_target[t] = max(self.best_per_target.get(t, -math.inf), float(v))
+            score = sum(self.best_per_target.values()) / len(self.targets)
+        else:
+            score = record.get(METRIC)
         if score is None or not math.isfinite(float(score)):
             return
         self.best = max(self.best, float(score))
