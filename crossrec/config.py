@@ -804,6 +804,14 @@ class OnlineConfig(_Section):
         0.2, gt=0.0, lt=1.0, description="Newest share of a round's samples held out for the gate."
     )
     min_holdout: int = Field(20, ge=1, description="Fewest holdout samples of a round.")
+    ranker_share: float = Field(
+        0.2,
+        ge=0.0,
+        lt=1.0,
+        description="Models with the hybrid ranker: share of a round's training samples kept "
+        "from the towers and used to refit the ranker after them (at least 50 samples, else "
+        "the ranker stays as it is).",
+    )
     replay_fraction: float = Field(
         1.0, ge=0.0, description="Older buffered samples replayed per new training sample."
     )

@@ -59,9 +59,6 @@ ADAPTER_PARAMETERS = (
     "user_tower.target_query", "user_tower.out",
 )  # fmt: skip
 
-# The hybrid ranker is not fitted on fewer held-out cases than this (it would learn noise).
-MIN_RANKER_CASES = 50
-
 # Pretraining stops once an epoch lowers the training loss by less than this fraction.
 LOSS_PLATEAU = 0.002
 
@@ -767,51 +764,19 @@ class CrossRecTrainer:
         return loss
 
     # ------------------------------------------------------------------ ranker
-    def fit_hybrid(self, batch: int = 256, lr: float = 5e-3) -> list[float]:
+    def fit_hybrid(self) -> list[float]:
         """Counts co-visitation on the towers' training sequences and fits the hybrid ranker
-        with a softmax over each held-out case's candidates (cases whose item is not among
-        the candidates cannot be learned from and are left out)."""
-        from crossrec.models.hybrid import CoVisitation, fit_hybrid_ranker
+        on the held-out positions of the target domain (`CrossRecModel.fit_hybrid`)."""
+        from crossrec.models.hybrid import CoVisitation
 
         model = self.model
-        model.eval()
-        model.invalidate_item_cache()
+        model.hybrid = None  # each target's own (a copy of another target's model has one)
         model.covis = CoVisitation.from_sequences(self.sequences, model.num_items)
         cases = [(c, t) for c, t in self.ranker_cases if self.item_domain[t] == self.target_idx]
-        ids = model.domain_items(self.target)
-        items = model.item_matrix(self.target)
-        feats, masks, labels = [], [], []
-        for start in range(0, len(cases), batch):
-            chunk = cases[start : start + batch]
-            contexts = [c for c, _ in chunk]
-            scores = model.encode_users(contexts, self.target) @ items.T
-            cols, first, features = model.hybrid_features(contexts, self.target, scores)
-            wanted = torch.tensor([t for _, t in chunk], device=ids.device)
-            hit = (ids[cols] == wanted.unsqueeze(1)) & first
-            keep = hit.any(1)
-            feats.append(features[keep])
-            masks.append(first[keep])
-            labels.append(hit[keep].float().argmax(1))
-        learnable = sum(int(f.shape[0]) for f in feats)
-        if learnable < MIN_RANKER_CASES:
-            logger.warning(
-                "hybrid ranker target=%s: %d held-out cases to learn from (fewer than %d); "
-                "scoring by retrieval only", self.target, learnable, MIN_RANKER_CASES,
-            )  # fmt: skip
-            model.hybrid = None
-            return []
-        x, m, y = torch.cat(feats), torch.cat(masks), torch.cat(labels)
-        hybrid, losses = fit_hybrid_ranker(
-            x, m, y, hidden=self.cfg.model.hybrid_hidden, epochs=20 * self.cfg.train.ranker_epochs,
-            batch=batch, lr=lr, seed=self.cfg.train.seed + 11,
+        return model.fit_hybrid(
+            cases, self.target, epochs=20 * self.cfg.train.ranker_epochs,
+            seed=self.cfg.train.seed + 11,
         )  # fmt: skip
-        model.hybrid = hybrid
-        model.metrics["hybrid_candidate_recall"] = x.shape[0] / max(len(cases), 1)
-        logger.info(
-            "hybrid ranker target=%s cases=%d with the item among candidates=%d loss=%.4f",
-            self.target, len(cases), x.shape[0], losses[-1],
-        )  # fmt: skip
-        return losses
 
     def fit_ranker(self, max_samples: int = 20000, lr: float = 5e-3) -> list[float]:
         """Fits the ranker with BCE on each training position's top retrieved items (hard

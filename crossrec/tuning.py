@@ -332,12 +332,13 @@ class EpochReporter:
         if not self.per_epoch or record.get("stage") != self.final_stage:
             return
         if len(self.targets) > 1:
-            scores = [record.get(f"{METRIC}[{t}]") for t in self.targets]
-            if any(v is None or not math.isfinite(float(v)) for v in scores):
+            raw = [record.get(f"{METRIC}[{t}]") for t in self.targets]
+            scores = [float(v) for v in raw if v is not None]
+            if len(scores) < len(raw) or not all(math.isfinite(v) for v in scores):
                 return
             for t, v in zip(self.targets, scores, strict=True):
-                self.best_per_target[t] = max(self.best_per_target.get(t, -math.inf), float(v))
-            score = sum(self.best_per_target.values()) / len(self.targets)
+                self.best_per_target[t] = max(self.best_per_target.get(t, -math.inf), v)
+            score: Any = sum(self.best_per_target.values()) / len(self.targets)
         else:
             score = record.get(METRIC)
         if score is None or not math.isfinite(float(score)):

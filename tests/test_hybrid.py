@@ -92,3 +92,13 @@ def test_ranker_learns_which_feature_predicts_the_answer() -> None:
     accuracy = float((top == labels[400:]).float().mean())
     by_feature0 = float((features[400:, :, 0].argmax(1) == labels[400:]).float().mean())
     assert accuracy > 0.5 > by_feature0 + 0.3
+
+
+def test_streamed_sequences_add_to_the_counts() -> None:
+    covis = _covis()
+    more = covis.with_sequences([np.array([4, 5]), np.array([5, 99])])  # 99: not counted
+    assert more.counts[5] == covis.counts[5] + 2
+    assert more.transitions[4, 5] == covis.transitions[4, 5] + 1.0
+    assert more.user_item.shape[0] == covis.user_item.shape[0] + 2
+    knn, _ = more.scores([np.array([4])], np.arange(6))
+    assert knn[0, 5] > 0.0

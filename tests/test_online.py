@@ -226,9 +226,10 @@ def _post_shift(w: World) -> list[Sample]:
     return out
 
 
-def _recall(uri: Path | str, samples: list[Sample]) -> float:
+def _recall(uri: Path | str, samples: list[Sample], rank: bool = True) -> float:
     model = CrossRecModel.from_pretrained(Path(uri) / "films")
-    return evaluate_samples(model, model_samples(model, samples, "films"), "films")["recall@20"]
+    data = model_samples(model, samples, "films")
+    return evaluate_samples(model, data, "films", rank=rank)["recall@20"]
 
 
 @pytest.mark.integration
@@ -288,9 +289,11 @@ def test_online_updates_beat_the_frozen_model_after_a_shift(world: World) -> Non
     post = _post_shift(world)
     assert len(post) > 250  # users with a drift event not streamed yet
     frozen, online = _recall(world.v1, post), _recall(current.uri, post)
-    assert online > frozen + 0.05, (frozen, online)
+    towers = (_recall(world.v1, post, rank=False), _recall(current.uri, post, rank=False))
+    assert online > frozen + 0.05, (frozen, online, towers)
     print(
-        f"post-shift recall@20: frozen {frozen:.3f}, online {online:.3f}; rounds: "
+        f"post-shift recall@20: frozen {frozen:.3f}, online {online:.3f} (towers alone "
+        f"{towers[0]:.3f} -> {towers[1]:.3f}); rounds: "
         f"{first.summary()} | {second.summary()}"
     )
     # The stream's update trigger follows the promotion without a restart.
@@ -332,11 +335,19 @@ def test_a_corrupted_update_is_rejected_and_nothing_changes(world: World) -> Non
     assert not outcome.accepted
     assert outcome.version is None
     assert outcome.drill == "shuffle-labels"
-    assert any("regression recall@20" in r for r in outcome.reasons), outcome.reasons
-    reg = outcome.scores["films"]["regression"]
+    # Rejected for a drop on the recent holdout, the fixed regression set, or both (the hybrid
+    # ranker's co-visitation features can hold the regression set up while the towers are
+    # corrupted; the holdout then catches it).
+    scores = outcome.scores["films"]
     ocfg = world.cfg.online
-    allowed = min(ocfg.regression_margin, ocfg.regression_relative_margin * reg["current"])
-    assert reg["candidate"] < reg["current"] - allowed
+    drops = []
+    if any("holdout recall@20" in r for r in outcome.reasons):
+        drops.append(scores["holdout"]["candidate"] < scores["holdout"]["current"] - ocfg.margin)
+    if any("regression recall@20" in r for r in outcome.reasons):
+        reg = scores["regression"]
+        allowed = min(ocfg.regression_margin, ocfg.regression_relative_margin * reg["current"])
+        drops.append(reg["candidate"] < reg["current"] - allowed)
+    assert drops and all(drops), outcome.reasons
     assert world.store.current_model() == before
     assert [r.version for r in world.learner.registry.list()] == registered
     assert not any((world.learner.registry.root / ".candidates").iterdir())
@@ -351,6 +362,6 @@ def test_a_corrupted_update_is_rejected_and_nothing_changes(world: World) -> Non
     lines = result.output.splitlines()
     assert lines[0] == f"current version: {before.version if before else '-'}"
     assert "rejected (" in lines[2]
-    assert "regression recall@20" in lines[2]
+    assert "holdout recall@20" in lines[2] and "regression" in lines[2]  # both scores shown
     assert f"promoted {world.outcomes[-1].version}" in lines[3]
     assert json.dumps(outcome.to_json())  # the decision is plain JSON

@@ -30,6 +30,7 @@ from crossrec.models.hybrid import (
     CoVisitation,
     HybridRanker,
     candidate_columns,
+    fit_hybrid_ranker,
 )
 from crossrec.models.item_tower import ItemTower
 from crossrec.models.ranker import Ranker
@@ -41,6 +42,8 @@ WEIGHTS_FILE = "model.safetensors"
 MANIFEST_FILE = "manifest.json"
 ITEMS_FILE = "items.jsonl"
 COVIS_FILE = "covisitation.safetensors"
+# The hybrid ranker is not fitted on fewer cases than this (it would learn noise).
+MIN_RANKER_CASES = 50
 
 
 def item_fingerprint(keys: Sequence[tuple[str, str]], texts: Sequence[str]) -> str:
@@ -314,6 +317,61 @@ class CrossRecModel(nn.Module):
         )
         assert features.shape[-1] == len(FEATURES)
         return cols, first, features
+
+    def fit_hybrid(
+        self,
+        cases: Sequence[tuple[np.ndarray, int]],
+        domain: str,
+        *,
+        epochs: int = 40,
+        seed: int = 0,
+        warm_start: bool = False,
+        batch: int = 256,
+    ) -> list[float]:
+        """Fits the hybrid ranker on ``cases`` ``(context, item)`` of ``domain``: positions the
+        towers did not train on. A softmax over each case's candidates; cases whose item is
+        not among them cannot teach anything and are left out. With fewer than
+        `MIN_RANKER_CASES` learnable cases the model keeps the ranker it has (none: retrieval
+        order). ``warm_start`` continues from the current ranker (an online round's few
+        cases), else a fresh one is fitted. Needs `covis`."""
+        self.eval()
+        self.invalidate_item_cache()
+        ids = self.domain_items(domain)
+        items = self.item_matrix(domain)
+        feats, masks, labels = [], [], []
+        with torch.no_grad():
+            for start in range(0, len(cases), batch):
+                chunk = cases[start : start + batch]
+                contexts = [c for c, _ in chunk]
+                scores = self.encode_users(contexts, domain) @ items.T
+                cols, first, features = self.hybrid_features(contexts, domain, scores)
+                wanted = torch.tensor([t for _, t in chunk], device=ids.device)
+                hit = (ids[cols] == wanted.unsqueeze(1)) & first
+                keep = hit.any(1)
+                feats.append(features[keep])
+                masks.append(first[keep])
+                labels.append(hit[keep].float().argmax(1))
+        learnable = sum(int(f.shape[0]) for f in feats)
+        if learnable < MIN_RANKER_CASES:
+            logger.warning(
+                "hybrid ranker domain=%s: %d cases to learn from (fewer than %d); %s",
+                domain, learnable, MIN_RANKER_CASES,
+                "kept as it was" if self.hybrid is not None else "scoring by retrieval only",
+            )  # fmt: skip
+            return []
+        x, m, y = torch.cat(feats), torch.cat(masks), torch.cat(labels)
+        init = self.hybrid if warm_start else None
+        hybrid, losses = fit_hybrid_ranker(
+            x, m, y, hidden=self.cfg.model.hybrid_hidden, epochs=epochs, batch=batch, seed=seed,
+            init=init,
+        )  # fmt: skip
+        self.hybrid = hybrid
+        self.metrics["hybrid_candidate_recall"] = x.shape[0] / max(len(cases), 1)
+        logger.info(
+            "hybrid ranker domain=%s cases=%d with the item among candidates=%d loss=%.4f",
+            domain, len(cases), x.shape[0], losses[-1],
+        )  # fmt: skip
+        return losses
 
     @torch.no_grad()
     def hybrid_logits(self, features: torch.Tensor) -> torch.Tensor:

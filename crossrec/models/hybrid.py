@@ -17,6 +17,7 @@ re-scored by a small model over per-candidate features.
 
 from __future__ import annotations
 
+import copy
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -94,6 +95,16 @@ class CoVisitation:
         transitions = sp.csr_matrix((w, (s, d)), shape=(num_items, num_items))
         transitions.sum_duplicates()
         return cls(user_item, transitions, window)
+
+    def with_sequences(self, sequences: Sequence[np.ndarray]) -> CoVisitation:
+        """These counts plus those of ``sequences`` (e.g. streamed events: each a recent
+        context and its next item), as new users; items beyond the counted catalogue are
+        dropped."""
+        kept = [np.asarray(s, dtype=np.int64) for s in sequences]
+        kept = [s[s < self.num_items] for s in kept]
+        more = CoVisitation.from_sequences(kept, self.num_items, self.window)
+        user_item = sp.vstack([self.user_item, more.user_item]).tocsr()
+        return CoVisitation(user_item, self.transitions + more.transitions, self.window)
 
     @property
     def num_items(self) -> int:
@@ -241,6 +252,7 @@ def fit_hybrid_ranker(
     batch: int = 256,
     lr: float = 5e-3,
     seed: int = 0,
+    init: HybridRanker | None = None,
 ) -> tuple[HybridRanker, list[float]]:
     """Fits a `HybridRanker` with a softmax over each case's candidates.
 
@@ -249,11 +261,35 @@ def fit_hybrid_ranker(
         mask: ``[N, C]`` which candidates count (first occurrences).
         labels: ``[N]`` the column of each case's answer (a counted candidate).
 
+        init: a fitted ranker to continue from (a copy is trained), else a fresh one.
+
     Returns the ranker (in eval mode) and the mean loss of every epoch.
     """
     torch.manual_seed(seed)
-    ranker = HybridRanker(features.shape[-1], hidden).to(features.device)
-    ranker.fit_scaling(features[mask])
+    if init is not None:
+        # Continue from a fitted ranker (its feature scaling included): few new cases adjust
+        # it rather than replace it.
+        ranker = copy.deepcopy(init).train()
+    else:
+        ranker = HybridRanker(features.shape[-1], hidden).to(features.device)
+        ranker.fit_scaling(features[mask])
+    ranker.requires_grad_(True)
+    with torch.enable_grad():
+        losses = _train_ranker(ranker, features, mask, labels, epochs, batch, lr, seed)
+    ranker.eval()
+    return ranker, losses
+
+
+def _train_ranker(
+    ranker: HybridRanker,
+    features: torch.Tensor,
+    mask: torch.Tensor,
+    labels: torch.Tensor,
+    epochs: int,
+    batch: int,
+    lr: float,
+    seed: int,
+) -> list[float]:
     optimizer = torch.optim.Adam(ranker.parameters(), lr=lr, weight_decay=1e-4)
     rng = np.random.default_rng(seed)
     losses: list[float] = []
@@ -269,5 +305,4 @@ def fit_hybrid_ranker(
             optimizer.step()
             total += float(loss.detach()) * idx.size
         losses.append(total / features.shape[0])
-    ranker.eval()
-    return ranker, losses
+    return losses

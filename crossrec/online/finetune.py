@@ -2,10 +2,11 @@
 version, scored beside its parent on the gate's holdout and regression sets.
 
 Plain PyTorch, so it runs in the learner's process, in a Ray task (``training.incremental``),
-or on a GPU box without Ray. The objective is the one training uses: InfoNCE of the user vector
-(from the sample's context) against the target item, in-batch positives and sampled negatives of
-the target domain. Only the weights ``online.finetune`` names learn; the text encoder and the
-ranker stay as they are.
+or on a GPU box without Ray. The objective: InfoNCE of the user vector (from the sample's
+context) against the target item, in-batch positives and sampled negatives of the target domain,
+at the model's own softmax scale (training's full softmax would cost a whole catalogue per step).
+Only the weights ``online.finetune`` names learn; the text encoder and the rankers (and the
+hybrid ranker's co-visitation counts) stay as they are.
 
 Example:
     >>> result = train_candidate(pointer.uri, pointer.version, batch, cfg.online, "cand/")
@@ -28,7 +29,7 @@ from torch import nn
 from crossrec.config import OnlineConfig
 from crossrec.metrics import mrr_at_k, ndcg_at_k, recall_at_k, target_ranks
 from crossrec.models.bundle import checkpoint_dirs
-from crossrec.models.crossrec_model import CrossRecModel
+from crossrec.models.crossrec_model import MIN_RANKER_CASES, CrossRecModel
 from crossrec.online.samples import Sample
 from crossrec.trainer import ADAPTER_PARAMETERS
 
@@ -170,21 +171,32 @@ def fine_tune(
         targets = rng.permutation(targets)  # a corrupted update: every label on a wrong context
     elif drill is not None:
         raise ValueError(f"unknown drill {drill!r}; known: {', '.join(DRILLS)}")
+    # With the hybrid ranker, a share of the round's samples never reaches the towers: the
+    # ranker is refitted on them afterwards, so it learns how far to trust the updated towers
+    # (as in training, only on positions they did not train on).
+    tower_rows = np.arange(len(data))
+    ranker_rows = np.empty(0, dtype=np.int64)
+    if model.hybrid is not None and cfg.ranker_share > 0:
+        n = int(round(cfg.ranker_share * len(data)))
+        if n >= MIN_RANKER_CASES and len(data) - n >= 1:
+            picked = rng.permutation(len(data))
+            ranker_rows, tower_rows = np.sort(picked[:n]), np.sort(picked[n:])
     params = trainable_parameters(model, cfg.finetune)
     optimizer = torch.optim.AdamW(params, lr=cfg.lr, weight_decay=0.0)
     pool = model.domain_items(domain)
-    temperature = model.cfg.model.temperature
-    batch = min(cfg.batch_size, len(data))
+    # The served model's own softmax scale (learned, or 1 / temperature; 1 for dot products).
+    scale = model.score_scale().detach()
+    batch = min(cfg.batch_size, tower_rows.size)
     losses = []
     model.train()
     for _ in range(cfg.steps):
-        rows = rng.choice(len(data), size=batch, replace=False)
+        rows = rng.choice(tower_rows, size=batch, replace=False)
         positives = torch.from_numpy(targets[rows]).to(model.device)
         users = model.encode_users([data.contexts[r] for r in rows], domain)
         k = min(cfg.num_negatives, pool.numel())
         negatives = pool[torch.randint(pool.numel(), (k,), device=pool.device)]
         candidates, inverse = torch.unique(torch.cat([positives, negatives]), return_inverse=True)
-        logits = users @ model.item_vectors(candidates).T / temperature
+        logits = users @ model.item_vectors(candidates).T * scale
         loss = nn.functional.cross_entropy(logits, inverse[:batch])
         optimizer.zero_grad()
         loss.backward()
@@ -194,6 +206,20 @@ def fine_tune(
     model.invalidate_item_cache()
     for p in model.parameters():
         p.requires_grad_(False)
+    if model.covis is not None:
+        # The hybrid ranker reads co-visitation and popularity: the round's events count too,
+        # or its frozen counts would hold back what the towers just learned (a trend). The
+        # ranker's own cases are counted only after it is refitted on them.
+        window = model.covis.window
+
+        def recent(rows: np.ndarray) -> list[np.ndarray]:
+            return [np.append(data.contexts[i][-window:], targets[i]) for i in rows]
+
+        model.covis = model.covis.with_sequences(recent(tower_rows))
+        if ranker_rows.size:
+            cases = [(data.contexts[i], int(targets[i])) for i in ranker_rows]
+            model.fit_hybrid(cases, domain, epochs=30, seed=cfg.seed, warm_start=True)
+            model.covis = model.covis.with_sequences(recent(ranker_rows))
     report.steps = len(losses)
     report.first_loss = float(np.mean(losses[: max(1, len(losses) // 10)]))
     report.last_loss = float(np.mean(losses[-max(1, len(losses) // 10) :]))
