@@ -899,7 +899,7 @@ class SASRecConfig(_Section):
     lr: float = Field(1e-3, gt=0, description="Learning rate (AdamW).")
     weight_decay: float = Field(0.0, ge=0, description="AdamW weight decay.")
     batch_size: int = Field(
-        256, ge=1, description="Training windows (of up to max_len + 1 items) per step."
+        128, ge=1, description="Training windows (of up to max_len + 1 items) per step."
     )
     max_epochs: int = Field(200, ge=1, description="Most training epochs.")
     min_epochs: int = Field(10, ge=1, description="No early stop before this many epochs.")

@@ -124,7 +124,7 @@ def test_demo_runs_on_a_small_world(tmp_path: Path) -> None:
     for name in ("popularity", "itemknn", "sasrec", "text-zero-shot", "crossrec-transfer"):
         assert f"| {name} |" in result.output
     assert "on Ray Train (2 workers)" in result.output
-    assert "adapt[films] epoch 1:" in result.output
+    assert "joint[films] epoch 1:" in result.output
     assert "demo finished" in result.output
     # The streamed session reached the user's vector twice and dead-lettered the bad event.
     assert result.output.count("events stored, vector by m-") == 2

@@ -316,8 +316,6 @@ class _SASRecBase(Recommender):
                 inputs, targets = batch[:, :-1], batch[:, 1:]
                 hidden = net(inputs)
                 keep = (targets > 0) & (inputs > 0)
-                if getattr(self, "_last_target_only", False):  # TEMP experiment
-                    keep[:, :-1] = False
                 h, y = hidden[keep], targets[keep]
                 which = token_group[y]
                 weights = net.item_emb.weight
