@@ -167,7 +167,8 @@ def test_hybrid_ranker_ranks_by_logits_and_helps(
     world_split: Split, transfer: CrossRecRecommender
 ) -> None:
     model = transfer.models["films"]
-    assert model.hybrid is not None and transfer.rank
+    assert model.hybrid is not None
+    assert transfer.rank
     cases = [c for c in world_split.test if c.context.size][:50]
     scores = model.score([c.context for c in cases], "films", rank=True)
     top = scores.topk(10).values

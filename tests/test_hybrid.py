@@ -26,7 +26,8 @@ def test_transitions_count_followers_by_gap() -> None:
     assert t[1, 2] == pytest.approx(2.0)  # gap 1 in both users
     assert t[1, 3] == pytest.approx(0.5)
     assert t[2, 1] == 0.0  # order matters
-    assert t[4].sum() == 0.0 and t[:, 4].sum() == 0.0
+    assert t[4].sum() == 0.0
+    assert t[:, 4].sum() == 0.0
 
 
 def test_knn_scores_are_itemknn_cosine_and_transitions_weight_recency() -> None:
@@ -45,8 +46,10 @@ def test_knn_scores_are_itemknn_cosine_and_transitions_weight_recency() -> None:
 def test_scores_of_items_added_after_counting_are_zero() -> None:
     covis = _covis()
     knn, trans = covis.scores([np.array([1])], np.array([2, 6, 7]))
-    assert knn[0, 0] > 0 and trans[0, 0] > 0
-    assert not knn[0, 1:].any() and not trans[0, 1:].any()
+    assert knn[0, 0] > 0
+    assert trans[0, 0] > 0
+    assert not knn[0, 1:].any()
+    assert not trans[0, 1:].any()
 
 
 def test_counts_round_trip_through_tensors() -> None:
