@@ -46,13 +46,17 @@ def split(trained_split: Split) -> Split:
 
 @pytest.fixture(scope="module")
 def versions(trained_version: Path, tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
-    """v1: crossrec-transfer trained on the world; v2: the same with the ranker reversed (a
+    """v1: crossrec-transfer trained on the world; v2: the same with the rankers reversed (a
     different version that orders candidates differently)."""
     root = tmp_path_factory.mktemp("versions")
     shutil.copytree(trained_version, root / "v1")
     shutil.copytree(trained_version, root / "v2")
     weights = load_file(str(root / "v2" / "films" / WEIGHTS_FILE))
     weights["ranker.linear.weight"] = -weights["ranker.linear.weight"]
+    # The hybrid ranker's logits are its linear part plus its MLP's last layer: negate both.
+    for key in ("hybrid.linear.weight", "hybrid.linear.bias", "hybrid.mlp.2.weight",
+                "hybrid.mlp.2.bias"):  # fmt: skip
+        weights[key] = -weights[key]
     save_file(weights, str(root / "v2" / "films" / WEIGHTS_FILE))
     return {"v1": root / "v1", "v2": root / "v2"}
 

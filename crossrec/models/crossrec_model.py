@@ -402,7 +402,8 @@ class CrossRecModel(nn.Module):
         users = self.encode_users(contexts, domain, query_text_vectors)
         items = self.item_matrix(domain)
         scores = users @ items.T
-        if rank and self.hybrid is not None:
+        if rank and self.hybrid is not None and query_text_vectors is None:
+            # (A text query is ranked by the towers: the hybrid ranker learned on histories.)
             cols, _, features = self.hybrid_features(contexts, domain, scores)
             logits = self.hybrid_logits(features)
             above = scores.max(dim=1, keepdim=True).values.clamp(min=1.0) + 2.0

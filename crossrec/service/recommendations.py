@@ -253,7 +253,8 @@ class RecommendationService:
         context = np.asarray(gids, dtype=np.int64)
         queries = None if query_vector is None else torch.from_numpy(query_vector[None])
         user = model.encode_users([context], request.domain, queries)[0]
-        items = self._top_items(catalogue, user, context, k, request.exclude_seen, request.explain)
+        items = self._top_items(catalogue, user, context, k, request.exclude_seen, request.explain,
+                                hybrid=request.query is None)  # fmt: skip
         return Recommendations(domain=request.domain, model_version=served.version, items=items,
                                history_length=len(gids), user_vector="query")  # fmt: skip
 
@@ -265,10 +266,13 @@ class RecommendationService:
         k: int,
         exclude_seen: bool,
         explain: bool,
+        hybrid: bool = True,
     ) -> list[ScoredItem]:
         model = catalogue.model
         history = torch.from_numpy(np.asarray(context, dtype=np.int64))
-        if self.serve.rank and model.hybrid is not None:
+        # The hybrid ranker learned on histories; a text query (or no history at all) is served
+        # in two-tower order, which is what carries its meaning.
+        if self.serve.rank and model.hybrid is not None and hybrid and context.size:
             rows, scores = self._hybrid_top(catalogue, user, context, k, exclude_seen)
             return self._scored_items(catalogue, history, rows, scores, explain)
         seen = catalogue.rows_of(torch.unique(history)) if exclude_seen else torch.empty(0)
