@@ -150,6 +150,13 @@ def prepare(cfg: CrossRecConfig, root: Path) -> Path:
     torch.manual_seed(0)
     model = CrossRecModel.for_dataset(dataset, cfg)
     model.target_domain = dataset.domains[-1]
+    if cfg.model.ranker == "hybrid":
+        # What training attaches: co-visitation counts and the hybrid ranker (untrained here).
+        from crossrec.models.hybrid import FEATURES, CoVisitation, HybridRanker
+
+        sequences = [dataset.user_sequence(u) for u in range(dataset.num_users)]
+        model.covis = CoVisitation.from_sequences(sequences, model.num_items)
+        model.hybrid = HybridRanker(len(FEATURES), cfg.model.hybrid_hidden)
     version = root / "version"
     model.save_pretrained(version / model.target_domain)
     store = RedisFeatureStore.from_config(cfg.feature_store)
