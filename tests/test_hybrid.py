@@ -105,3 +105,15 @@ def test_streamed_sequences_add_to_the_counts() -> None:
     assert more.user_item.shape[0] == covis.user_item.shape[0] + 2
     knn, _ = more.scores([np.array([4])], np.arange(6))
     assert knn[0, 5] > 0.0
+
+
+def test_cold_candidates_keep_their_two_tower_place_on_the_ranker_scale() -> None:
+    from crossrec.models.crossrec_model import _rank_match
+
+    tower = torch.tensor([[5.0, 4.0, 3.0, 2.0, 6.0, 3.5, 1.0]])
+    ranker = torch.tensor([[10.0, 30.0, 20.0, 0.0, 0.0, 0.0, 0.0]])
+    warm = torch.tensor([[True, True, True, True, False, False, False]])
+    placed = _rank_match(tower, ranker, warm)[0]
+    assert placed[4] > 30.0  # the tower's best item, cold: first
+    assert 10.0 < placed[5] < 20.0  # third by the tower (5, 4 above it): third
+    assert placed[6] < 0.0  # last by the tower: last

@@ -54,17 +54,21 @@ def item_fingerprint(keys: Sequence[tuple[str, str]], texts: Sequence[str]) -> s
     return digest.hexdigest()[:20]
 
 
-def _calibrate(x: torch.Tensor, y: torch.Tensor, fit_on: torch.Tensor) -> torch.Tensor:
-    """``a * x + b``, with ``a``, ``b`` the least-squares line of ``y`` on ``x`` over the
-    entries ``fit_on`` (per row; slope at least 0)."""
-    w = fit_on.to(x.dtype)
-    n = w.sum(1, keepdim=True).clamp(min=1.0)
-    mx = (x * w).sum(1, keepdim=True) / n
-    my = (y * w).sum(1, keepdim=True) / n
-    var = (((x - mx) ** 2) * w).sum(1, keepdim=True)
-    cov = ((x - mx) * (y - my) * w).sum(1, keepdim=True)
-    slope = (cov / var.clamp(min=1e-9)).clamp(min=0.0)
-    return slope * (x - mx) + my
+def _rank_match(x: torch.Tensor, y: torch.Tensor, fit_on: torch.Tensor) -> torch.Tensor:
+    """Places each entry where ``x`` ranks it among the entries ``fit_on``, on the ``y``
+    scale: an entry that ``x`` puts k-th among them gets just above the k-th highest ``y``
+    (per row; below the lowest when ``x`` puts it last). Entries that tie on that slot keep
+    their ``x`` order."""
+    low = torch.finfo(y.dtype).min
+    ref = x.masked_fill(~fit_on, float("-inf"))
+    slot = (ref.unsqueeze(1) > x.unsqueeze(2)).sum(-1)  # [B, C]: reference entries above
+    ordered = y.masked_fill(~fit_on, low).sort(dim=1, descending=True).values
+    n = fit_on.sum(1, keepdim=True)
+    last = ordered.gather(1, (n - 1).clamp(min=0))
+    spread = (ordered[:, :1] - last).clamp(min=1.0) * 1e-4
+    tie_break = spread * torch.sigmoid(x - x.mean(1, keepdim=True))
+    above = ordered.gather(1, slot.clamp(max=ordered.shape[1] - 1)) + tie_break
+    return torch.where(slot < n, above, last - spread * 2 + tie_break)
 
 
 class CrossRecModel(nn.Module):
@@ -381,10 +385,12 @@ class CrossRecModel(nn.Module):
         cold = features[..., FEATURES.index("cold")] > 0
         if cold.any():
             # Items never trained on have no co-visitation or popularity evidence and the
-            # ranker never saw one as an answer: they keep their two-tower score, mapped onto
-            # the ranker's scale by a line fitted on the warm candidates.
+            # ranker never saw one as an answer: each keeps the place its two-tower score gives
+            # it among the warm candidates, on the ranker's scale (a least-squares line from
+            # tower to ranker scores put them just below the top: synthetic cold-item slice,
+            # validation Recall@10 0.011 with the line, 0.096 by rank).
             tower = features[..., FEATURES.index("tower")]
-            logits = torch.where(cold, _calibrate(tower, logits, ~cold), logits)
+            logits = torch.where(cold, _rank_match(tower, logits, ~cold), logits)
         return logits
 
     @torch.no_grad()
