@@ -70,6 +70,23 @@ def test_train_scaling_writes_plain_loop_rows(
     assert "| plain-pytorch | 1 | cpu | frozen |" in capsys.readouterr().out
 
 
+def test_alignment_benchmark_writes_a_row_per_method_and_weight(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    out = tmp_path / "alignment.json"
+    code = _module("alignment").main(
+        ["--quick", "--json", str(out), "--set", "data.synthetic.num_users=150",
+         "--set", "train.max_epochs=1"]
+    )  # fmt: skip
+    assert code == 0
+    rows = json.loads(out.read_text())["rows"]
+    assert [(r["method"], r["weight"]) for r in rows][:2] == [("none", 0.0), ("mmd", 0.1)]
+    assert {r["method"] for r in rows} == {"none", "mmd", "coral", "dann"}
+    assert all(0.0 <= r["probe_accuracy"] <= 1.0 for r in rows)
+    assert all(r["dann_loss"] is not None for r in rows if r["method"] == "dann")
+    assert "| dann | 10.0 |" in capsys.readouterr().out
+
+
 @pytest.mark.integration
 def test_stream_benchmark_writes_its_json(
     tmp_path: Path, capsys: pytest.CaptureFixture[str]

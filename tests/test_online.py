@@ -314,6 +314,37 @@ def _stream_one(w: World, user: str) -> None:
 
 @pytest.mark.integration
 @pytest.mark.slow
+def test_a_drill_is_never_registered_promoted_or_moves_the_cursor(world: World) -> None:
+    """A gate loose enough to accept anything: the drill's round is accepted by the gate, yet
+    no version is registered or promoted and the cursor stays, so the window's real samples
+    are still trained on by the next genuine round."""
+    assert world.outcomes, "runs after the accepted rounds"
+    _stream(world, 1)
+    cfg = world.cfg.model_copy(deep=True)
+    cfg.online.margin = 10.0
+    cfg.online.regression_margin = 10.0
+    cfg.online.regression_relative_margin = 1.0
+    learner = OnlineLearner(cfg, world.store)
+    before = world.store.current_model()
+    registered = [r.version for r in learner.registry.list()]
+    cursor = learner.buffer.cursor()
+    pending = len(learner.pending())
+    outcome = learner.run_round(force=True, drill="shuffle-labels")
+    assert outcome is not None
+    assert outcome.accepted  # the loose gate let it through
+    assert outcome.version is None
+    assert [r.version for r in learner.registry.list()] == registered
+    after = world.store.current_model()
+    assert before is not None
+    assert after is not None
+    assert after.version == before.version
+    assert learner.buffer.cursor() == cursor
+    assert len(learner.pending()) >= pending
+    assert "not registered, not promoted" in outcome.summary()
+
+
+@pytest.mark.integration
+@pytest.mark.slow
 def test_a_corrupted_update_is_rejected_and_nothing_changes(world: World) -> None:
     """Labels shuffled across samples: the round trains, the gate rejects it, the served
     version stays, and no version is registered. The round runs as a Ray task."""
@@ -357,7 +388,7 @@ def test_a_corrupted_update_is_rejected_and_nothing_changes(world: World) -> Non
     result = CliRunner().invoke(app, [
         "online", "status", "--set", f"feature_store.url={world.cfg.feature_store.url}",
         "--set", f"feature_store.key_prefix={world.cfg.feature_store.key_prefix}",
-        "--set", f"registry.root={world.cfg.registry.root}", "--decisions", "3",
+        "--set", f"registry.root={world.cfg.registry.root}", "--decisions", "4",
     ])  # fmt: skip
     assert result.exit_code == 0, result.output
     lines = result.output.splitlines()
@@ -365,5 +396,6 @@ def test_a_corrupted_update_is_rejected_and_nothing_changes(world: World) -> Non
     assert "rejected (" in lines[2]
     assert "holdout recall@20" in lines[2]
     assert "regression" in lines[2]
-    assert f"promoted {world.outcomes[-1].version}" in lines[3]
+    assert "drill shuffle-labels: the gate would accept it" in lines[3]  # the loose-gate drill
+    assert f"promoted {world.outcomes[-1].version}" in lines[4]
     assert json.dumps(outcome.to_json())  # the decision is plain JSON

@@ -31,16 +31,19 @@ def mmd_distance(
 
 
 def coral_distance(source: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-    """``||C_s - C_t||_F^2 / (4 d^2)`` between feature covariances. Zero for identical batches."""
+    """``||C_s - C_t||_F^2 / (||C_s||_F^2 + ||C_t||_F^2)`` between feature covariances: zero
+    for identical batches, at most 2, and free of the features' scale. (Deep CORAL's
+    ``/ (4 d^2)`` made the loss ~1e-8 on the item adapter's small outputs, so it did nothing at
+    any weight.)"""
     if source.shape[1] != target.shape[1]:
         raise ValueError(f"feature sizes differ: {source.shape[1]} vs {target.shape[1]}")
-    d = source.shape[1]
 
     def cov(x: torch.Tensor) -> torch.Tensor:
         centred = x - x.mean(0, keepdim=True)
         return centred.T @ centred / max(x.shape[0] - 1, 1)
 
-    return (cov(source) - cov(target)).pow(2).sum() / (4 * d * d)
+    cs, ct = cov(source), cov(target)
+    return (cs - ct).pow(2).sum() / (cs.pow(2).sum() + ct.pow(2).sum()).clamp(min=1e-12)
 
 
 class DomainDiscriminator(nn.Module):

@@ -101,6 +101,12 @@ class RoundOutcome:
                 f"(n={int(r.get('n', 0))})"
             )
         verdict = f"promoted {self.version}" if self.accepted else "rejected"
+        if self.drill is not None:
+            verdict = f"drill {self.drill}: " + (
+                "the gate would accept it (not registered, not promoted)"
+                if self.accepted
+                else "rejected"
+            )
         why = "" if self.accepted else f" ({'; '.join(self.reasons)})"
         return f"{verdict}{why}; " + "; ".join(parts)
 
@@ -259,7 +265,9 @@ class OnlineLearner:
                                  rank=self.cfg.serve.rank, drill=drill)  # fmt: skip
             accepted, reasons, scores = gate(result, self.ocfg)
             version = None
-            if accepted:
+            # A drill tests the gate: whatever the verdict, it never registers a version,
+            # never promotes and never moves the cursor (the window's real samples still train).
+            if accepted and drill is None:
                 metrics = {f"{d}/{s}/{self.ocfg.gate_metric}": v["candidate"]
                            for d, sets in scores.items() for s, v in sets.items()}  # fmt: skip
                 metrics["online"] = result.to_json()["targets"]
@@ -277,7 +285,8 @@ class OnlineLearner:
         )  # fmt: skip
         if version is not None:
             self.registry.promote(self.store, version, reason=f"online: {outcome.summary()}")
-        self.buffer.set_cursor(train_part[-1][0])  # the holdout trains next round
+        if drill is None:
+            self.buffer.set_cursor(train_part[-1][0])  # the holdout trains next round
         self.buffer.log_decision(outcome.to_json())
         log = logger.info if accepted else logger.warning
         log("online round %s", outcome.summary())
