@@ -340,7 +340,7 @@ def test_a_drill_is_never_registered_promoted_or_moves_the_cursor(world: World) 
     assert after.version == before.version
     assert learner.buffer.cursor() == cursor
     assert len(learner.pending()) >= pending
-    assert "not registered, not promoted" in outcome.summary()
+    assert "(a drill: not registered, not promoted)" in outcome.summary()
 
 
 @pytest.mark.integration
@@ -396,6 +396,6 @@ def test_a_corrupted_update_is_rejected_and_nothing_changes(world: World) -> Non
     assert "rejected (" in lines[2]
     assert "holdout recall@20" in lines[2]
     assert "regression" in lines[2]
-    assert "drill shuffle-labels: the gate would accept it" in lines[3]  # the loose-gate drill
+    assert "drill shuffle-labels passed the gate" in lines[3]  # the loose-gate drill
     assert f"promoted {world.outcomes[-1].version}" in lines[4]
     assert json.dumps(outcome.to_json())  # the decision is plain JSON

@@ -101,12 +101,8 @@ class RoundOutcome:
                 f"(n={int(r.get('n', 0))})"
             )
         verdict = f"promoted {self.version}" if self.accepted else "rejected"
-        if self.drill is not None:
-            verdict = f"drill {self.drill}: " + (
-                "the gate would accept it (not registered, not promoted)"
-                if self.accepted
-                else "rejected"
-            )
+        if self.drill is not None and self.accepted:
+            verdict = f"drill {self.drill} passed the gate (a drill: not registered, not promoted)"
         why = "" if self.accepted else f" ({'; '.join(self.reasons)})"
         return f"{verdict}{why}; " + "; ".join(parts)
 
