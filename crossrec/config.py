@@ -329,7 +329,7 @@ class TrainConfig(_Section):
         "`20 x` as many passes over its (smaller) held-out set.",
     )
     ranker_holdout: float = Field(
-        0.5,
+        0.1,
         ge=0.0,
         lt=1.0,
         description="model.ranker=hybrid: share of training users whose last item the towers "
