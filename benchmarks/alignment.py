@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 from crossrec.config import CrossRecConfig, SyntheticConfig, with_overrides
-from crossrec.data.splits import make_split
+from crossrec.data.splits import Split, make_split
 from crossrec.data.synthetic import generate_world
 from crossrec.encoders.text_encoder import TextEncoder
 from crossrec.errors import CrossRecError
@@ -52,11 +52,9 @@ def build_config(quick: bool, extra: list[str]) -> CrossRecConfig:
 
 
 def measure(
-    cfg: CrossRecConfig, method: str, weight: float, encoder: TextEncoder
+    cfg: CrossRecConfig, split: Split, method: str, weight: float, encoder: TextEncoder
 ) -> dict[str, Any]:
     row_cfg = with_overrides(cfg, [f"adaptation.method={method}", f"adaptation.weight={weight}"])
-    assert row_cfg.data.synthetic is not None
-    split = make_split(generate_world(row_cfg.data.synthetic), row_cfg.eval, ["films"])
     start = time.perf_counter()
     rec = CrossRecRecommender(row_cfg, encoder=encoder)
     rec.fit(split)
@@ -98,9 +96,11 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: {exc}", file=sys.stderr)
         return 2
     encoder = TextEncoder.from_config(cfg.encoder)
+    assert cfg.data.synthetic is not None
+    split = make_split(generate_world(cfg.data.synthetic), cfg.eval, ["films"])  # one world
     rows: list[dict[str, Any]] = []
     for method, weight in ROWS:
-        rows.append(measure(cfg, method, weight, encoder))
+        rows.append(measure(cfg, split, method, weight, encoder))
         print(json.dumps(rows[-1]), flush=True)
         if args.json:
             args.json.write_text(json.dumps({"rows": rows}, indent=2) + "\n")
