@@ -541,6 +541,11 @@ class ServeConfig(_Section):
         4000, ge=1, description="Longest query or item text a request may carry."
     )
     max_events_per_request: int = Field(1000, ge=1, description="Most events one POST carries.")
+    require_stream_worker: bool = Field(
+        False,
+        description="Readiness also needs the in-process stream worker's heartbeat in the "
+        "feature store (`crossrec serve` sets it when it runs one).",
+    )
     rank: bool = Field(True, description="Re-rank retrieved candidates with the ranker.")
     index: Literal["exact", "ivf"] = Field(
         "exact", description="Item index: exact inner product, or IVF for large catalogues."
@@ -701,6 +706,12 @@ class FeatureStoreConfig(_Section):
     )
     popularity_half_life_s: float = Field(
         7 * 24 * 3600.0, gt=0.0, description="Popularity halves over this time."
+    )
+    popularity_dedupe_window_s: int = Field(
+        3600,
+        ge=4,
+        description="How long popularity remembers an event id (time buckets per domain): a "
+        "replay older than this counts in popularity again; histories dedupe for dedupe_ttl_s.",
     )
     popularity_weights: dict[EventTypeName, float] = Field(
         default_factory=lambda: {"view": 1.0, "click": 1.0, "purchase": 3.0, "rating": 1.0},  # type: ignore[arg-type]

@@ -92,7 +92,7 @@ def run_server(
     """`crossrec serve`: publishes ``checkpoint`` as the current version, serves until Ctrl-C
     (or ``exit_after_s``). With ``stream``, a consumer worker in this process stores the events
     the API ingests, so the full path works on one machine."""
-    from crossrec.stream.worker import StreamWorker
+    from crossrec.stream.supervisor import WorkerSupervisor
 
     with stream_services(cfg) as services:
         cfg = services.cfg
@@ -109,12 +109,14 @@ def run_server(
         finally:
             store.close()
         echo(f"current model version {pointer.version} ({pointer.uri})")
-        worker = StreamWorker(cfg) if stream else None
-        thread = None
-        if worker is not None:
-            thread = threading.Thread(target=worker.run, daemon=True, name="serve-stream-worker")
-            thread.start()
-            echo(f"stream worker consuming {cfg.stream.topic} (group {cfg.stream.group_id})")
+        supervisor = None
+        if stream:
+            # Restarted with back-off should it die; the replicas' readiness follows it.
+            cfg = cfg.model_copy(deep=True)
+            cfg.serve.require_stream_worker = True
+            supervisor = WorkerSupervisor(cfg).start()
+            echo(f"stream worker consuming {cfg.stream.topic} (group {cfg.stream.group_id}); "
+                 "/v1/readyz follows it")  # fmt: skip
         stop = threading.Event()
         try:
             echo("starting Ray Serve (encoder + recommender deployments) ...")
@@ -127,6 +129,5 @@ def run_server(
                 stop.wait(exit_after_s)
                 echo("stopping ...")
         finally:
-            if worker is not None and thread is not None:
-                worker.stop()
-                thread.join(60)
+            if supervisor is not None:
+                supervisor.stop()

@@ -11,7 +11,14 @@ from redis.cluster import key_slot
 
 from crossrec.config import FeatureStoreConfig
 from crossrec.errors import FeatureStoreError
-from crossrec.feature_store import ModelPointer, NewItem, RedisFeatureStore, UserVector
+from crossrec.feature_store import (
+    ModelPointer,
+    NewItem,
+    RedisFeatureStore,
+    SampleSpec,
+    UserVector,
+)
+from crossrec.online.samples import Sample
 from crossrec.stream.events import Event
 from tests.conftest import unique
 
@@ -46,6 +53,61 @@ def test_a_batch_written_twice_is_counted_once(redis_server) -> None:  # type: i
         assert [h.event_id for h in entries] == expected  # merged across domains by time
     assert sorted(store.popularity("films", 100, now=T0))[0][0] == "i1"
     assert len(store.popularity("films", 100, now=T0)) == 15
+
+
+def _samples(store: RedisFeatureStore, key: str) -> list[Sample]:
+    return [Sample.from_json(f[b"s"]) for _, f in store.client.xrange(key)]
+
+
+def test_new_events_become_samples_once_with_the_history_before_them(redis_server) -> None:  # type: ignore[no-untyped-def]
+    store = _store(redis_server)
+    spec = SampleSpec(key=f"{store.prefix}:online:samples", max_len=1000, context_length=3,
+                      domains=frozenset({"films"}))  # fmt: skip
+    # Two domains, one batch out of time order; a tie in time is ordered by event id.
+    batch = [_event(1, domain="books"), _event(3), _event(2), _event(4, ts=T0 + 3),
+             _event(5, domain="books"), _event(6), _event(7, user="u2")]  # fmt: skip
+    first = store.write_events(batch, samples=spec)
+    assert (first.written, first.samples) == (7, 5)  # the films events
+    got = {s.event_id: s for s in _samples(store, spec.key)}
+    assert sorted(got) == ["e2", "e3", "e4", "e6", "e7"]
+    assert got["e2"].context == (("books", "i1"),)
+    assert got["e3"].context == (("books", "i1"), ("films", "i2"))
+    assert got["e4"].context == (("books", "i1"), ("films", "i2"), ("films", "i3"))  # e3 < e4
+    assert got["e6"].context == (("films", "i3"), ("films", "i4"), ("books", "i5"))  # newest 3
+    assert got["e7"].context == ()
+    assert (got["e6"].user_id, got["e6"].domain, got["e6"].item_id) == ("u1", "films", "i6")
+    assert got["e6"].timestamp == T0 + 6
+    # A replay (a crash before the commit, a duplicate delivery) records nothing again, also
+    # when its first copy was written long ago; new events in it still count.
+    again = store.write_events([*batch, _event(8)], samples=spec)
+    assert (again.written, again.duplicates, again.samples) == (1, 7, 1)
+    assert len(_samples(store, spec.key)) == 6
+    assert _samples(store, spec.key)[-1].context[-1] == ("films", "i6")
+    # Without a spec nothing is recorded.
+    assert store.write_events([_event(9)]).samples == 0
+    assert len(_samples(store, spec.key)) == 6
+
+
+def test_popularity_dedupe_memory_stays_within_its_window(redis_server) -> None:  # type: ignore[no-untyped-def]
+    store = _store(redis_server, popularity_dedupe_window_s=40)  # four 10 s buckets
+    pattern = f"{store.prefix}:pop:*:seen:*"
+    sizes = []
+    for step in range(60):  # 300 s of writes, 10 events each 5 s
+        now = T0 + 5 * step
+        batch = [_event(10 * step + i, user=f"u{i}", ts=now) for i in range(10)]
+        assert store.write_events(batch, now=now).written == 10
+        # A replay inside the window counts nothing twice.
+        store.write_events(batch[:3], now=now + 4)
+        # Buckets expire by TTL; here time is simulated, so count what the window covers.
+        live = store._popularity_buckets(now)
+        keys = [k.decode() for k in store.client.scan_iter(pattern, count=1000)]
+        sizes.append(sum(store.client.scard(k) for k in keys if int(k.rsplit(":", 1)[1]) in live))
+        assert all(store.client.ttl(k) <= 10 * 5 + 1 for k in keys)
+    top = dict(store.popularity("films", 1000, now=T0 + 300))
+    assert len(top) == 600  # every event counted once, replays inside the window not again
+    assert all(v == pytest.approx(1.0, rel=1e-3) for v in top.values())
+    # At most one window plus a bucket of event ids (10 per 5 s): 100, never the 600 written.
+    assert max(sizes) <= 100
 
 
 def test_histories_are_capped_newest_kept_and_ordered_by_event_time(redis_server) -> None:  # type: ignore[no-untyped-def]
@@ -118,6 +180,9 @@ def test_one_users_keys_share_a_cluster_slot(redis_server) -> None:  # type: ign
     store.write_user_vectors([UserVector("alice", "films", np.ones(3), "m", T0, 2)])
     keys = [k.decode() for k in store.client.scan_iter(f"{store.prefix}:u:*", count=100)]
     assert len(keys) == 5  # seen, seq, two histories, one vector
+    store.write_events([_event(3, user="alice")], samples=SampleSpec("s", 10, 5))
+    keys = [k.decode() for k in store.client.scan_iter(f"{store.prefix}:u:*", count=100)]
+    assert len(keys) == 6  # + the sample context
     assert len({key_slot(k.encode()) for k in keys}) == 1
     assert all(k.startswith(f"{store.prefix}:") for k in keys)
 

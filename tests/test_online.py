@@ -34,7 +34,7 @@ from crossrec.online.finetune import (
     model_samples,
 )
 from crossrec.online.learner import OnlineLearner, RoundOutcome, gate
-from crossrec.online.samples import Sample, SampleRecorder, read_samples, write_samples
+from crossrec.online.samples import Sample, read_samples, write_samples
 from crossrec.stream.events import Event, EventProducer
 from crossrec.stream.runner import publish_model
 from crossrec.stream.worker import StreamWorker
@@ -170,7 +170,6 @@ def world(
     publish_model(store, v1)
     users = world.user_ids[:300]
     learner = OnlineLearner(cfg, store)
-    recorder = SampleRecorder(store, learner.buffer, cfg.online)
     for start in range(0, len(users), 50):
         backfill = []
         for user in users[start : start + 50]:
@@ -179,8 +178,7 @@ def world(
                                item_id=world.items[g].item_id, domain=world.items[g].domain,
                                event_type="purchase", timestamp=float(t))
                          for n, (g, t) in enumerate(zip(seq, times, strict=True))]  # fmt: skip
-        store.write_events(backfill)
-        recorder.record(backfill, world.domains)
+        store.write_events(backfill, samples=learner.buffer.spec())
     learner.skip_backlog()
     drift = drift_interactions(world, topic=TREND, domain="films", users=users,
                                events_per_user=6, share=0.5, start=time.time() - 7200,
@@ -248,9 +246,13 @@ def test_streamed_events_become_samples(world: World) -> None:
     items = world.split.dataset.items
     assert mine[0].context == tuple((items[g].domain, items[g].item_id) for g in past)
     assert mine[1].context[-1] == (mine[0].domain, mine[0].item_id)
-    # A replayed batch (a crash before the commit) records its samples again; readers keep one.
+    # A replayed batch (a crash before the commit) is written as duplicates and records no
+    # sample: the buffer does not grow.
     events = [_event(it, n) for n, it in enumerate(world.drift[user][:2])]
-    SampleRecorder(world.store, world.learner.buffer, world.cfg.online).record(events)
+    before = len(world.learner.buffer)
+    result = world.store.write_events(events, samples=world.learner.buffer.spec())
+    assert (result.written, result.duplicates, result.samples) == (0, 2, 0)
+    assert len(world.learner.buffer) == before
     assert len(world.learner.pending()) == 600
 
 

@@ -23,6 +23,7 @@ from kafka import KafkaConsumer, TopicPartition
 from crossrec.config import CrossRecConfig
 from crossrec.data.dataset import CrossDomainDataset
 from crossrec.embedded import EmbeddedKafka, EmbeddedRedis
+from crossrec.errors import FeatureStoreError
 from crossrec.feature_store import RedisFeatureStore
 from crossrec.models.bundle import ModelBundle
 from crossrec.models.crossrec_model import CrossRecModel
@@ -327,6 +328,100 @@ def test_redis_outage_commits_nothing_unwritten_and_resumes(
         assert_exactly_once(store, first + second)
 
 
+# --------------------------------------------------------------------------- rebalances
+# kafka-python assigns eagerly (it has no cooperative protocol): on every rebalance each member
+# gives up all its partitions and gets a fresh set, positions reset to the committed offsets.
+def test_a_worker_joining_during_a_backlog_loses_nothing(
+    kafka_broker: EmbeddedKafka, redis_server: EmbeddedRedis
+) -> None:
+    # Large batches are topped up over several polls, so a rebalance lands inside one while
+    # records of the same partitions are already in hand.
+    cfg = stream_config(kafka_broker, redis_server.url, batch_size=2_000, poll_timeout_ms=200)
+    events = events_for(6_000, users=400)
+    produce(cfg, events)
+    first = WorkerThread(StreamWorker(cfg, worker_index=0))
+    second: WorkerThread | None = None
+    try:
+        wait_for("the first worker's first batch", lambda: first.worker.report.records > 0)
+        second = WorkerThread(StreamWorker(cfg, worker_index=1))
+        wait_for("every event committed", lambda: sum(committed_offsets(cfg).values()) == 6_000,
+                 timeout=120)  # fmt: skip
+    finally:
+        first.stop()
+        if second is not None:
+            second.stop()
+    assert second is not None
+    assert sum(committed_offsets(cfg).values()) == 6_000  # committed = end offsets
+    store = RedisFeatureStore.from_config(cfg.feature_store)
+    assert_exactly_once(store, events)
+    # Each event was new exactly once, whoever wrote it.
+    assert first.worker.report.written + second.worker.report.written == 6_000
+
+
+def test_a_rebalance_during_a_redis_outage_loses_nothing(
+    kafka_broker: EmbeddedKafka, tmp_path: Path
+) -> None:
+    with EmbeddedRedis(data_dir=tmp_path / "redis") as server:
+        # Long back-off polls: the whole rebalance (revoke, join, assign, fetch) happens
+        # inside one of them.
+        cfg = stream_config(kafka_broker, server.url, poll_timeout_ms=200, max_backoff_s=3.0)
+        cfg.stream.backoff_s = 3.0
+        cfg.feature_store.retries = 0
+        cfg.feature_store.connect_timeout_s = cfg.feature_store.socket_timeout_s = 1.0
+        before, backlog = events_for(1_000), events_for(5_000, start=1_000)
+        first = WorkerThread(StreamWorker(cfg, worker_index=0))
+        second = WorkerThread(StreamWorker(cfg, worker_index=1))
+        try:
+            produce(cfg, before)
+            wait_for("the first 1,000 events committed",
+                     lambda: first.committed() + second.committed() == 1_000)  # fmt: skip
+            assert first.committed() > 0
+            assert second.committed() > 0
+            server.stop()
+            produce(cfg, backlog)
+            wait_for("write retries on both", lambda: min(first.worker.report.store_retries,
+                     second.worker.report.store_retries) >= 1)  # fmt: skip
+            # One member leaves while both back off: the group hands its partitions to the
+            # other (fresh, un-paused) in the middle of that one's back-off.
+            second.stop()
+            wait_for("the first worker owning every partition",
+                     lambda: len(first.worker.assignment) == 4, timeout=60)  # fmt: skip
+            time.sleep(4.0)  # more back-off turns with the new assignment
+            assert sum(committed_offsets(cfg).values()) == 1_000  # nothing past unwritten
+            server.start()
+            everything = lambda: sum(committed_offsets(cfg).values()) == 6_000  # noqa: E731
+            wait_for("every event committed", everything, timeout=120)
+        finally:
+            first.stop()
+            second.stop()
+        store = RedisFeatureStore.from_config(cfg.feature_store)
+        assert_exactly_once(store, before + backlog)
+        assert first.worker.report.written + second.worker.report.written == 6_000
+        assert len(first.worker.report.committed) == 4  # it took the other's partitions
+
+
+def test_a_worker_started_during_an_outage_waits_for_the_store(
+    kafka_broker: EmbeddedKafka, tmp_path: Path
+) -> None:
+    with EmbeddedRedis(data_dir=tmp_path / "redis") as server:
+        cfg = stream_config(kafka_broker, server.url, poll_timeout_ms=200)
+        cfg.feature_store.retries = 0
+        cfg.feature_store.connect_timeout_s = cfg.feature_store.socket_timeout_s = 1.0
+        events = events_for(500)
+        produce(cfg, events)
+        server.stop()
+        running = WorkerThread(StreamWorker(cfg))
+        try:
+            time.sleep(1.5)
+            assert running.thread.is_alive()  # waiting, not crashed
+            assert running.worker.report.records == 0  # and not in the group yet
+            server.start()
+            wait_for("every event committed", lambda: running.committed() == 500)
+        finally:
+            running.stop()
+        assert_exactly_once(RedisFeatureStore.from_config(cfg.feature_store), events)
+
+
 # --------------------------------------------------------------------------- a group
 def test_two_ray_workers_share_the_partitions_without_duplicates(
     kafka_broker: EmbeddedKafka, redis_server: EmbeddedRedis
@@ -538,3 +633,195 @@ def test_debounce_waits_for_a_quiet_user(redis_server: EmbeddedRedis, model_vers
     wait_for("the quiet period", lambda: updater.run_once().users == 1, timeout=10)
     assert store.user_vector("user-0", "films") is not None
     assert store.dirty_users(10) == []
+
+
+# --------------------------------------------------------------------------- rebalance timing
+# kafka-python runs the revoke and assign callbacks, resets positions and fetches inside one
+# `poll()`. Whether a rebalance lands between two polls of one batch, or inside a back-off poll
+# with data ready, depends on timing the tests above cannot force on the embedded broker; this
+# consumer replays exactly that sequence (one partition log per partition, positions reset to
+# the committed offsets on assignment, as kafka-python's eager protocol does) against the real
+# worker and a real redis-server.
+class _Record:
+    def __init__(self, topic: str, partition: int, offset: int, value: bytes) -> None:
+        self.topic, self.partition, self.offset, self.value = topic, partition, offset, value
+        self.key, self.timestamp = None, 0
+
+
+class ScriptedConsumer:
+    def __init__(self, topic: str, logs: dict[int, list[bytes]], rebalance_at: set[int],
+                 per_fetch: int = 100) -> None:  # fmt: skip
+        self.tps = [TopicPartition(topic, p) for p in sorted(logs)]
+        self.logs = {tp: logs[tp.partition] for tp in self.tps}
+        self.rebalance_at, self.per_fetch = rebalance_at, per_fetch
+        self.listener: Any = None
+        self.assigned: set[Any] = set()
+        self.positions: dict[Any, int] = {}
+        self.committed: dict[Any, int] = dict.fromkeys(self.tps, 0)
+        self.paused_tps: set[Any] = set()
+        self.calls = 0
+
+    def _assign(self) -> None:
+        if self.assigned:
+            self.listener.on_partitions_revoked(set(self.assigned))
+        self.assigned = set(self.tps)
+        self.positions = dict(self.committed)  # fresh state: committed offsets, un-paused
+        self.paused_tps.clear()
+        self.listener.on_partitions_assigned(set(self.assigned))
+
+    def poll(self, timeout_ms: int = 0, max_records: int = 500) -> dict[Any, list[Any]]:
+        self.calls += 1
+        if self.calls == 1 or self.calls in self.rebalance_at:
+            self._assign()
+        out: dict[Any, list[Any]] = {}
+        for tp in self.tps:
+            if tp not in self.assigned or tp in self.paused_tps or max_records <= 0:
+                continue
+            start = self.positions[tp]
+            take = self.logs[tp][start : start + min(self.per_fetch, max_records)]
+            if take:
+                out[tp] = [_Record(tp.topic, tp.partition, start + i, v)
+                           for i, v in enumerate(take)]  # fmt: skip
+                self.positions[tp] = start + len(take)
+                max_records -= len(take)
+        return out
+
+    def assignment(self) -> set[Any]:
+        return set(self.assigned)
+
+    def pause(self, *tps: Any) -> None:
+        self.paused_tps |= set(tps)
+
+    def resume(self, *tps: Any) -> None:
+        self.paused_tps -= set(tps)
+
+    def paused(self) -> set[Any]:
+        return set(self.paused_tps)
+
+    def seek(self, tp: Any, offset: int) -> None:
+        self.positions[tp] = offset
+
+    def commit(self, offsets: dict[Any, Any]) -> None:
+        self.committed.update({tp: o.offset for tp, o in offsets.items()})
+
+    commit_async = commit
+
+    def end_offsets(self, tps: list[Any]) -> dict[Any, int]:
+        return {tp: len(self.logs[tp]) for tp in tps}
+
+    def position(self, tp: Any) -> int:
+        return self.positions[tp]
+
+    def close(self, autocommit: bool = False) -> None:
+        pass
+
+
+class _NoDeadLetters:
+    def close(self, timeout: float = 0) -> None:
+        pass
+
+
+class _Outage:
+    """The real store, refusing its first ``n`` batch writes (a Redis outage)."""
+
+    def __init__(self, store: RedisFeatureStore, n: int) -> None:
+        self.store, self.left = store, n
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.store, name)
+
+    def write_events(self, events: Any, **kwargs: Any) -> Any:
+        if self.left > 0:
+            self.left -= 1
+            raise FeatureStoreError("redis write_events failed: (scripted outage)")
+        return self.store.write_events(events, **kwargs)
+
+
+def _scripted_run(redis_server: EmbeddedRedis, rebalance_at: set[int], outage: int) -> None:
+    from crossrec.stream.worker import _rebalance_listener
+
+    cfg = CrossRecConfig()
+    cfg.stream.domains, cfg.stream.batch_size = ["books", "films"], 1_000
+    cfg.stream.backoff_s = cfg.stream.max_backoff_s = 0.01
+    cfg.feature_store.url, cfg.feature_store.key_prefix = redis_server.url, unique("scripted")
+    events = events_for(1_200, users=100)
+    logs = {p: [e.to_json() for e in events[p::2]] for p in (0, 1)}
+    store = RedisFeatureStore.from_config(cfg.feature_store)
+    consumer = ScriptedConsumer("events", logs, rebalance_at)
+
+    class Worker(StreamWorker):
+        def _make_consumer(self) -> Any:
+            consumer.listener = _rebalance_listener(self)
+            return consumer
+
+        def _make_producer(self) -> Any:
+            return _NoDeadLetters()
+
+    worker = Worker(cfg, store=_Outage(store, outage) if outage else store)  # type: ignore[arg-type]
+    worker.run(max_batches=40, idle_exit_s=0.2)
+    assert sum(consumer.committed.values()) == 1_200  # committed = end offsets
+    assert_exactly_once(store, events)
+    assert worker.report.written == 1_200
+
+
+def test_a_rebalance_between_two_polls_of_one_batch_loses_nothing(
+    redis_server: EmbeddedRedis,
+) -> None:
+    # Poll 1 fetches offsets 0-99 of both partitions; poll 2 (topping the batch up) revokes,
+    # reassigns and fetches 0-99 again from the committed offsets.
+    _scripted_run(redis_server, rebalance_at={2}, outage=0)
+
+
+def test_a_rebalance_inside_a_back_off_poll_loses_nothing(redis_server: EmbeddedRedis) -> None:
+    # The first batch's write fails twice; the second back-off poll reassigns the partitions
+    # un-paused and returns their records.
+    _scripted_run(redis_server, rebalance_at={4}, outage=2)
+
+
+# --------------------------------------------------------------------------- supervision
+def test_a_dead_in_process_worker_turns_readiness_red_and_is_restarted(
+    kafka_broker: EmbeddedKafka, redis_server: EmbeddedRedis
+) -> None:
+    from crossrec.service.recommendations import RecommendationService
+    from crossrec.stream.supervisor import WorkerSupervisor
+
+    cfg = stream_config(kafka_broker, redis_server.url, poll_timeout_ms=200, max_backoff_s=2.0)
+    cfg.stream.backoff_s = 1.5  # long enough to see readiness red before the restart
+    cfg.serve.require_stream_worker = True
+    store = RedisFeatureStore.from_config(cfg.feature_store)
+    service = RecommendationService(cfg, store)
+    workers: list[StreamWorker] = []
+
+    def make_worker() -> StreamWorker:
+        workers.append(StreamWorker(cfg, worker_index=len(workers)))
+        return workers[-1]
+
+    assert service.health().checks["stream_worker"].startswith("no heartbeat")
+    supervisor = WorkerSupervisor(cfg, store=store, make_worker=make_worker, heartbeat_s=0.1)
+    first, second = events_for(200), events_for(200, start=200)
+    with supervisor:
+        wait_for("readiness green", lambda: service.health().checks["stream_worker"] == "ok")
+        produce(cfg, first)
+        wait_for("the first events committed", lambda: sum(workers[0].report.committed.values())
+                 == 200)  # fmt: skip
+
+        def broken(*args: Any, **kwargs: Any) -> None:
+            raise RuntimeError("injected: the worker's client broke")
+
+        workers[0]._process = broken  # type: ignore[method-assign]
+        produce(cfg, second)
+        wait_for("readiness red", lambda: service.health().checks["stream_worker"] != "ok")
+        check = service.health().checks["stream_worker"]
+        assert "down" in check
+        assert "injected: the worker's client broke" in check
+        assert service.health().status == "unavailable"
+        wait_for("the restart", lambda: supervisor.restarts == 1 and supervisor.alive)
+        wait_for("readiness green again",
+                 lambda: service.health().checks["stream_worker"] == "ok")  # fmt: skip
+        # The new worker resumes from the committed offsets: nothing of the second batch lost.
+        wait_for("every event committed", lambda: sum(committed_offsets(cfg).values()) == 400,
+                 timeout=90)  # fmt: skip
+    assert len(workers) == 2
+    assert_exactly_once(store, first + second)
+    # Stopped on purpose: the heartbeat says so, and readiness is red.
+    assert "stopped" in service.health().checks["stream_worker"]

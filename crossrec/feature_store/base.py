@@ -9,6 +9,7 @@ from __future__ import annotations
 import abc
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
 
@@ -76,6 +77,20 @@ class WriteResult:
     written: int = 0
     duplicates: int = 0
     users: list[str] = field(default_factory=list)
+    samples: int = 0  # online-learning samples recorded (new events of sampled domains)
+
+
+@dataclass(frozen=True)
+class SampleSpec:
+    """Which written events become online-learning samples (`crossrec.online.samples`) and
+    where they go: every *new* event (never a duplicate delivery) of ``domains`` (None: all)
+    becomes one sample whose context is the user's newest ``context_length`` events before it,
+    appended to the stream ``key`` (capped near ``max_len`` entries)."""
+
+    key: str
+    max_len: int
+    context_length: int
+    domains: frozenset[str] | None = None
 
 
 @dataclass(frozen=True)
@@ -94,9 +109,12 @@ class FeatureStore(abc.ABC):
 
     # ---------------------------------------------------------------- events
     @abc.abstractmethod
-    def write_events(self, events: Sequence[Event], now: float | None = None) -> WriteResult:
+    def write_events(
+        self, events: Sequence[Event], now: float | None = None, samples: SampleSpec | None = None
+    ) -> WriteResult:
         """Stores a batch atomically per user and idempotently by ``event_id``: histories,
-        popularity, the dedupe set, and marks every user of the batch dirty."""
+        popularity, the dedupe set, and marks every user of the batch dirty. With ``samples``
+        the same pass records a sample for every new event (a duplicate records nothing)."""
 
     @abc.abstractmethod
     def history(self, user_id: str, domain: str) -> list[HistoryEntry]:
@@ -173,6 +191,16 @@ class FeatureStore(abc.ABC):
         self, domain: str, after: str = "0", count: int = 1000
     ) -> list[tuple[str, NewItem]]:
         """Queued new items after stream id ``after``, with their ids."""
+
+    # ---------------------------------------------------------------- liveness
+    @abc.abstractmethod
+    def set_heartbeat(self, name: str, state: dict[str, Any], ttl_s: float) -> None:
+        """Publishes ``state`` of the process part ``name`` (e.g. an in-process stream
+        worker); it vanishes after ``ttl_s`` unless published again."""
+
+    @abc.abstractmethod
+    def heartbeat(self, name: str) -> dict[str, Any] | None:
+        """The last state published under ``name``, None when it expired."""
 
     # ---------------------------------------------------------------- lifecycle
     @abc.abstractmethod

@@ -7,12 +7,14 @@ user's keys share one slot and one Lua script can update them atomically:
 ``P:u:{U}:h:<domain>``          ZSET, the capped history (member: JSON entry, score: time)
 ``P:u:{U}:seen``                ZSET, event ids written for U (score: arrival; TTL-trimmed)
 ``P:u:{U}:seq``                 INT, how many events of U were written
+``P:u:{U}:ctx``                 ZSET, U's newest events across domains (sample contexts)
 ``P:u:{U}:v:<domain>``          HASH, user vector (float32), model version, time, seq
 ``P:pop:{D}:z`` / ``:t0``       ZSET of decayed popularity and its reference time
-``P:pop:{D}:seen``              ZSET, event ids counted in D's popularity
+``P:pop:{D}:seen:<bucket>``     SET, event ids counted in D's popularity in one time bucket
 ``P:{dirty}``                   ZSET, users waiting for a vector refresh (score: last mark)
 ``P:{model}:current``           JSON pointer to the current model version
 ``P:{model}:history``           LIST, every pointer change, newest first (rollback)
+``P:{alive}:<name>``            STRING, a process part's heartbeat (JSON state, expires)
 ``P:items:{D}:text``            HASH, texts of items the model has not seen
 ``P:items:{D}:pending``         SET, items seen in events whose text is not known yet
 ``P:items:{D}:new``             STREAM, encoded new items for serving indexes
@@ -50,6 +52,7 @@ from crossrec.feature_store.base import (
     HistoryEntry,
     ModelPointer,
     NewItem,
+    SampleSpec,
     UserState,
     UserVector,
     WriteResult,
@@ -59,23 +62,50 @@ from crossrec.stream.events import Event
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
 
+# The popularity dedupe window is cut into this many time buckets (one SET of event ids each,
+# expiring on its own): memory stays at about one window of event ids per domain.
+POPULARITY_BUCKETS = 4
+
 # Many users in one call (all of a batch on one server; one hash slot's users on a cluster).
-# KEYS: per user: seen, seq, then one history key per domain of the user.
-# ARGV: now, ttl, cap, and one JSON payload (one argument: cheap to send): per user, per domain,
-# the events as [event_id, ts, member].
+# KEYS: [the sample stream when ARGV[7] == 'xadd'], then per user: seen, seq, [context when
+# ARGV[5] > 0], then one history key per domain of the user.
+# ARGV: now, ttl, cap, one JSON payload (one argument: cheap to send): per user, per domain, the
+# events as [event_id, ts, member, context piece, sample prefix]; context length (0: no
+# samples), the sample stream's cap, and where samples go ('xadd' here, 'return' to the caller
+# on a cluster, where the stream lives in another slot).
+#
+# Samples: a new event (never one already seen) becomes one next-item sample whose context is the
+# user's newest events before it, across domains. The context ZSET keeps them (score: event
+# time; member: "<event id>\n<JSON [domain, item]>", so ties sort by event id and the JSON is
+# copied into the sample as it is, never decoded).
 _WRITE_USERS = """
 local now = tonumber(ARGV[1])
 local ttl = tonumber(ARGV[2])
 local cap = tonumber(ARGV[3])
 local users = cjson.decode(ARGV[4])
+local n = tonumber(ARGV[5])
+local mode = ARGV[7]
 local k = 1
+local stream
+if mode == 'xadd' then
+  stream = KEYS[1]
+  k = 2
+end
 local total = 0
+local samples = {}
+local recorded = 0
 for _, groups in ipairs(users) do
   local seen = KEYS[k]
   local seq = KEYS[k + 1]
   k = k + 2
+  local ctx
+  if n > 0 then
+    ctx = KEYS[k]
+    k = k + 1
+  end
   redis.call('ZREMRANGEBYSCORE', seen, '-inf', now - ttl)
   local new = 0
+  local pending = {}
   for _, events in ipairs(groups) do
     local hist = KEYS[k]
     k = k + 1
@@ -84,52 +114,108 @@ for _, groups in ipairs(users) do
       if redis.call('ZADD', seen, 'NX', now, ev[1]) == 1 then
         redis.call('ZADD', hist, ev[2], ev[3])
         added = added + 1
+        if n > 0 then
+          redis.call('ZADD', ctx, ev[2], ev[1] .. '\\n' .. ev[4])
+          if ev[5] ~= '' then pending[#pending + 1] = ev end
+        end
       end
     end
     if added > 0 then redis.call('ZREMRANGEBYRANK', hist, 0, -(cap + 1)) end
     new = new + added
   end
-  if new > 0 then redis.call('INCRBY', seq, new) end
+  -- Contexts once the whole batch is in: an event's context is every event of the user
+  -- before it in (time, event id) order, whatever order they arrived in; samples go in that
+  -- order too.
+  if #pending > 1 then
+    table.sort(pending, function(a, b)
+      local ta, tb = tonumber(a[2]), tonumber(b[2])
+      if ta ~= tb then return ta < tb end
+      return a[1] < b[1]
+    end)
+  end
+  for _, ev in ipairs(pending) do
+    local ts = tonumber(ev[2])
+    local rows = redis.call('ZREVRANGEBYSCORE', ctx, ev[2], '-inf', 'WITHSCORES', 'LIMIT', 0,
+                            n + 8)
+    local pieces = {}
+    for j = 1, #rows, 2 do
+      if #pieces >= n then break end
+      local m = rows[j]
+      local p = string.find(m, '\\n', 1, true)
+      if tonumber(rows[j + 1]) < ts or string.sub(m, 1, p - 1) < ev[1] then
+        pieces[#pieces + 1] = string.sub(m, p + 1)
+      end
+    end
+    local ordered = {}
+    for j = #pieces, 1, -1 do ordered[#ordered + 1] = pieces[j] end
+    local sample = ev[5] .. table.concat(ordered, ',') .. ']}'
+    if stream then
+      redis.call('XADD', stream, 'MAXLEN', '~', ARGV[6], '*', 's', sample)
+    else
+      samples[#samples + 1] = sample
+    end
+    recorded = recorded + 1
+  end
+  if new > 0 then
+    redis.call('INCRBY', seq, new)
+    if n > 0 then redis.call('ZREMRANGEBYRANK', ctx, 0, -(n + 1)) end
+  end
   redis.call('EXPIRE', seen, ttl)
   total = total + new
 end
-return total
+return {total, recorded, samples}
 """
 
-# KEYS: seen, scores, t0; ARGV: now, ttl, half_life, JSON [[event_id, item, ts, weight], ...].
-# Scores are kept relative to the reference time t0 (weight * 2^((ts - t0) / half_life)) so an
-# event never needs updating as time passes; reads scale by 2^((t0 - now) / half_life). When the
-# exponent grows large, everything is rescaled to a new reference.
+# KEYS: the sample stream; ARGV: its cap, then the samples (a cluster's second step).
+_APPEND_SAMPLES = """
+for i = 2, #ARGV do
+  redis.call('XADD', KEYS[1], 'MAXLEN', '~', ARGV[1], '*', 's', ARGV[i])
+end
+return #ARGV - 1
+"""
+
+# KEYS: scores, t0, then the dedupe buckets (sets of event ids): the current one first, then
+# the older ones of the window. ARGV: now, the current bucket's TTL, half_life, JSON
+# [[event_id, item, ts, weight], ...]. An event counts once unless its first copy is older
+# than the window (the buckets expire). Scores are kept relative to the reference time t0
+# (weight * 2^((ts - t0) / half_life)) so an event never needs updating as time passes; reads
+# scale by 2^((t0 - now) / half_life). When the exponent grows large, everything is rescaled to
+# a new reference.
 _WRITE_POPULARITY = """
 local now = tonumber(ARGV[1])
-local ttl = tonumber(ARGV[2])
 local hl = tonumber(ARGV[3])
-redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - ttl)
-local t0 = tonumber(redis.call('GET', KEYS[3]))
+local t0 = tonumber(redis.call('GET', KEYS[2]))
 if not t0 then
   t0 = now
-  redis.call('SET', KEYS[3], ARGV[1])
+  redis.call('SET', KEYS[2], ARGV[1])
 end
 local new = 0
 for _, ev in ipairs(cjson.decode(ARGV[4])) do
-  if redis.call('ZADD', KEYS[1], 'NX', now, ev[1]) == 1 then
+  local fresh = true
+  for b = 4, #KEYS do
+    if redis.call('SISMEMBER', KEYS[b], ev[1]) == 1 then
+      fresh = false
+      break
+    end
+  end
+  if fresh and redis.call('SADD', KEYS[3], ev[1]) == 1 then
     local ts = tonumber(ev[3])
     local e = (ts - t0) / hl
     if e > 256 then
-      local rows = redis.call('ZRANGE', KEYS[2], 0, -1, 'WITHSCORES')
+      local rows = redis.call('ZRANGE', KEYS[1], 0, -1, 'WITHSCORES')
       local f = 2 ^ (-e)
       for j = 1, #rows, 2 do
-        redis.call('ZADD', KEYS[2], tonumber(rows[j + 1]) * f, rows[j])
+        redis.call('ZADD', KEYS[1], tonumber(rows[j + 1]) * f, rows[j])
       end
       t0 = ts
-      redis.call('SET', KEYS[3], ev[3])
+      redis.call('SET', KEYS[2], ev[3])
       e = 0
     end
-    redis.call('ZINCRBY', KEYS[2], tonumber(ev[4]) * 2 ^ e, ev[2])
+    redis.call('ZINCRBY', KEYS[1], tonumber(ev[4]) * 2 ^ e, ev[2])
     new = new + 1
   end
 end
-redis.call('EXPIRE', KEYS[1], ttl)
+redis.call('EXPIRE', KEYS[3], tonumber(ARGV[2]))
 return new
 """
 
@@ -183,6 +269,7 @@ class RedisFeatureStore(FeatureStore):
         self.prefix = cfg.key_prefix
         self._write_users = client.register_script(_WRITE_USERS)
         self._write_popularity = client.register_script(_WRITE_POPULARITY)
+        self._append_samples = client.register_script(_APPEND_SAMPLES)
         self._write_vector = client.register_script(_WRITE_VECTOR)
         self._clear_dirty = client.register_script(_CLEAR_DIRTY)
 
@@ -254,7 +341,9 @@ class RedisFeatureStore(FeatureStore):
             raise FeatureStoreError(f"redis {what} failed: {type(exc).__name__}: {exc}") from exc
 
     # ------------------------------------------------------------------ events
-    def write_events(self, events: Sequence[Event], now: float | None = None) -> WriteResult:
+    def write_events(
+        self, events: Sequence[Event], now: float | None = None, samples: SampleSpec | None = None
+    ) -> WriteResult:
         if not events:
             return WriteResult()
         now = time.time() if now is None else now
@@ -265,40 +354,81 @@ class RedisFeatureStore(FeatureStore):
             by_domain[event.domain].append(event)
         weights = self.cfg.popularity_weights
         ttl = self.cfg.dedupe_ttl_s
+        n_ctx = samples.context_length if samples is not None else 0
+        # On one server the users' script appends the samples itself; on a cluster the stream
+        # lives in another slot, so the script returns them and a second step appends them.
+        mode = "none" if samples is None else ("return" if self.cfg.cluster else "xadd")
+        sampled = None if samples is None else samples.domains
+
+        def payload_of(e: Event) -> list[str]:
+            if samples is None:
+                return [e.eid, repr(e.ts), _member(e)]
+            piece = json.dumps([e.domain, e.iid], separators=(",", ":"))
+            prefix = ""
+            if sampled is None or e.domain in sampled:
+                head = {"e": e.eid, "u": e.uid, "d": e.domain, "i": e.iid, "t": e.ts}
+                prefix = json.dumps(head, separators=(",", ":"))[:-1] + ',"c":['
+            return [e.eid, repr(e.ts), _member(e), piece, prefix]
+
+        buckets = self._popularity_buckets(now)
+        bucket_ttl = self._popularity_bucket_s() * (POPULARITY_BUCKETS + 1) + 1
 
         def run() -> WriteResult:
             pipe = self.client.pipeline(transaction=False)
             groups = self._user_groups(list(by_user))
             for users in groups:
-                keys: list[str] = []
-                payload: list[list[list[tuple[str, str, str]]]] = []
+                keys: list[str] = [samples.key] if mode == "xadd" and samples else []
+                payload: list[list[list[list[str]]]] = []
                 for user in users:
                     per_domain: dict[str, list[Event]] = defaultdict(list)
                     for e in by_user[user]:
                         per_domain[e.domain].append(e)
                     keys += [self.user_key(user, "seen"), self.user_key(user, "seq")]
+                    if n_ctx:
+                        keys.append(self.user_key(user, "ctx"))
                     groups_of_user = []
                     for domain, evs in per_domain.items():
                         keys.append(self.user_key(user, f"h:{domain}"))
-                        groups_of_user.append([(e.eid, repr(e.ts), _member(e)) for e in evs])
+                        groups_of_user.append([payload_of(e) for e in evs])
                     payload.append(groups_of_user)
-                args = [now, ttl, self.cfg.history_length, json.dumps(payload)]
+                max_len = samples.max_len if samples is not None else 0
+                args = [now, ttl, self.cfg.history_length, json.dumps(payload), n_ctx, max_len,
+                        mode]  # fmt: skip
                 self._write_users(keys=keys, args=args, client=pipe)
             for domain, evs in by_domain.items():
-                keys = [self.pop_key(domain, k) for k in ("seen", "z", "t0")]
+                keys = [self.pop_key(domain, "z"), self.pop_key(domain, "t0")]
+                keys += [self.pop_key(domain, f"seen:{b}") for b in buckets]
                 rows = [(e.eid, e.iid, repr(e.ts), weights.get(e.event_type, 1.0)) for e in evs]
-                args = [now, ttl, self.cfg.popularity_half_life_s, json.dumps(rows)]
+                args = [now, bucket_ttl, self.cfg.popularity_half_life_s, json.dumps(rows)]
                 self._write_popularity(keys=keys, args=args, client=pipe)
             # Every user of the batch is marked, duplicates included: if a pipeline was cut
             # short after the history write, the replay still refreshes the vector.
             pipe.zadd(self.dirty_key, dict.fromkeys(by_user, now))
             replies = pipe.execute()
-            written = int(sum(replies[: len(groups)]))
+            user_replies = replies[: len(groups)]
+            written = int(sum(int(r[0]) for r in user_replies))
+            recorded = int(sum(int(r[1]) for r in user_replies))
+            if mode == "return" and samples is not None:
+                # A crash between the two steps loses these samples (never the events): the
+                # replay finds the events already written and records nothing.
+                out = [x for r in user_replies for x in r[2]]
+                if out:
+                    self._append_samples(keys=[samples.key], args=[samples.max_len, *out])
             return WriteResult(
-                written=written, duplicates=len(events) - written, users=list(by_user)
-            )
+                written=written, duplicates=len(events) - written, users=list(by_user),
+                samples=recorded,
+            )  # fmt: skip
 
         return self._call("write_events", run)
+
+    def _popularity_bucket_s(self) -> int:
+        return max(1, self.cfg.popularity_dedupe_window_s // POPULARITY_BUCKETS)
+
+    def _popularity_buckets(self, now: float) -> list[int]:
+        """The popularity dedupe buckets a write checks: the current one first, then the
+        `POPULARITY_BUCKETS` before it (together they span at least the window)."""
+        current = int(now // self._popularity_bucket_s())
+        return [current - i for i in range(POPULARITY_BUCKETS + 1)]
 
     def _user_groups(self, users: list[str]) -> list[list[str]]:
         """Users whose keys one script may touch together: all of them on one server, those
@@ -554,6 +684,15 @@ class RedisFeatureStore(FeatureStore):
         return out
 
     # ------------------------------------------------------------------ lifecycle
+    def set_heartbeat(self, name: str, state: dict[str, Any], ttl_s: float) -> None:
+        key = f"{self.prefix}:{{alive}}:{name}"
+        blob = json.dumps(state, sort_keys=True)
+        self._call("set heartbeat", lambda: self.client.set(key, blob, px=int(ttl_s * 1000)))
+
+    def heartbeat(self, name: str) -> dict[str, Any] | None:
+        raw = self._call("heartbeat", lambda: self.client.get(f"{self.prefix}:{{alive}}:{name}"))
+        return None if raw is None else dict(json.loads(raw))
+
     def ping(self) -> bool:
         try:
             return bool(self.client.ping())

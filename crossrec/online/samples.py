@@ -2,9 +2,11 @@
 
 A *sample* is one streamed event seen as next-item prediction: the user's history across
 domains just before the event (its *context*, newest ``online.context_length`` items) and the
-event's item (the *target*). Stream workers record samples right after a batch is written and
-before its offsets are committed, so a crash replays the batch and records its samples again;
-readers drop repeated event ids, keeping the first. Nothing is lost, nothing counts twice.
+event's item (the *target*). The feature store records them in the same atomic pass that writes
+a batch (`RedisFeatureStore.write_events` with `RedisSampleBuffer.spec`), for new events only:
+a duplicate delivery or a replayed batch (a crash before the commit) records nothing, so an
+event whose first copy lies before the learner's cursor never comes back as "new". Readers
+still drop repeated event ids (a safety net).
 
 The buffer is a Redis stream (``P:online:samples``) capped at ``online.buffer_size`` entries
 (oldest dropped): its entry ids give the arrival order, so "the newest samples" (the gate's
@@ -12,7 +14,7 @@ holdout) and "everything after the last round" (the next round's data) are id ra
 
 Example:
     >>> buffer = RedisSampleBuffer(store, cfg.online)
-    >>> SampleRecorder(store, buffer, cfg.online).record(events)
+    >>> store.write_events(events, samples=buffer.spec())
     >>> [sample for _, sample in buffer.read()]
 """
 
@@ -21,15 +23,14 @@ from __future__ import annotations
 import abc
 import json
 import logging
-from collections.abc import Collection, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 from crossrec.config import OnlineConfig
 from crossrec.errors import DataError
-from crossrec.feature_store.base import FeatureStore
-from crossrec.stream.events import Event
+from crossrec.feature_store.base import FeatureStore, SampleSpec
 
 logger = logging.getLogger(__name__)
 
@@ -194,6 +195,15 @@ class RedisSampleBuffer(SampleBuffer):
             out.append((entry_id, Sample.from_json(fields[b"s"], f"{self.samples_key} {entry_id}")))
         return dedupe(out)
 
+    def spec(self) -> SampleSpec:
+        """What a feature-store write needs to record samples into this buffer."""
+        wanted = self.cfg.sample_domains
+        return SampleSpec(
+            key=self.samples_key, max_len=self.cfg.buffer_size,
+            context_length=self.cfg.context_length,
+            domains=None if wanted is None else frozenset(wanted),
+        )  # fmt: skip
+
     def __len__(self) -> int:
         client = self.store.client
         return int(self.store._call("count samples", lambda: client.xlen(self.samples_key)))
@@ -220,37 +230,3 @@ class RedisSampleBuffer(SampleBuffer):
             "read decisions", lambda: self.store.client.lrange(self.decisions_key, 0, limit - 1)
         )
         return [json.loads(r) for r in rows]
-
-
-class SampleRecorder:
-    """Turns a written batch of events into samples (called by stream workers).
-
-    Args:
-        store: the feature store the batch was written to (histories are read back from it).
-        buffer: where samples go.
-        cfg: ``online`` (which domains, context length).
-    """
-
-    def __init__(self, store: FeatureStore, buffer: SampleBuffer, cfg: OnlineConfig) -> None:
-        self.store = store
-        self.buffer = buffer
-        self.cfg = cfg
-
-    def record(self, events: Sequence[Event], domains: Collection[str] | None = None) -> int:
-        """Records a sample for every event of a sampled domain; ``domains`` are the domains
-        whose history forms contexts (default: those of the events)."""
-        wanted = self.cfg.sample_domains
-        chosen = [e for e in events if wanted is None or e.domain in wanted]
-        if not chosen:
-            return 0
-        context_domains = sorted(set(domains or ()) | {e.domain for e in events})
-        users = sorted({e.uid for e in chosen})
-        histories = self.store.histories(users, context_domains)
-        samples = []
-        n = self.cfg.context_length
-        for e in chosen:
-            _, entries = histories[e.uid]
-            before = [(h.domain, h.item_id) for h in entries
-                      if (h.timestamp, h.event_id) < (e.ts, e.eid)]  # fmt: skip
-            samples.append(Sample(e.eid, e.uid, e.domain, e.iid, e.ts, tuple(before[-n:])))
-        return self.buffer.append(samples)

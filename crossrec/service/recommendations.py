@@ -457,11 +457,27 @@ class RecommendationService:
                          targets=served.targets, domains=served.sizes(),
                          follows_pointer=served.follows_pointer)  # fmt: skip
 
+    def _stream_worker_check(self) -> str:
+        from crossrec.errors import FeatureStoreError
+        from crossrec.stream.supervisor import HEARTBEAT_NAME
+
+        try:
+            beat = self.store.heartbeat(HEARTBEAT_NAME)
+        except FeatureStoreError as exc:
+            return f"heartbeat not read: {exc}"
+        if beat is None:
+            return "no heartbeat (the stream worker's process is gone)"
+        if beat.get("status") != "ok":
+            return f"stream worker {beat.get('status')}: {beat.get('error') or 'unknown'}"
+        return "ok"
+
     def health(self) -> Health:
         checks = {
             "model": "ok" if self.ready else "no model version loaded",
             "feature_store": "ok" if self.store.ping() else "unreachable",
         }
+        if self.serve.require_stream_worker and checks["feature_store"] == "ok":
+            checks["stream_worker"] = self._stream_worker_check()
         ok = all(v == "ok" for v in checks.values())
         version = self._model.version if self._model is not None else None
         return Health(status="ok" if ok else "unavailable", checks=checks, model_version=version)

@@ -2,9 +2,9 @@
 
 The loop, per batch: poll -> validate every record -> send invalid ones to the dead-letter
 topic (original bytes as the value; reason and source topic/partition/offset as headers) ->
-write the valid ones to the feature store in one idempotent pipeline -> record them as
-online-learning samples (`crossrec.online.samples`) -> wait for the dead-letter sends -> commit
-the offsets -> refresh dirty users' vectors. Offsets are committed only after
+write the valid ones to the feature store in one idempotent pipeline, which also records each
+new event as an online-learning sample (`crossrec.online.samples`) -> wait for the dead-letter
+sends -> commit the offsets -> refresh dirty users' vectors. Offsets are committed only after
 everything before them is stored, and stored writes are idempotent by ``event_id``, so a crash at
 any point replays the uncommitted records and nothing is lost or counted twice.
 
@@ -32,8 +32,8 @@ from typing import Any, Literal
 
 from crossrec.config import CrossRecConfig
 from crossrec.errors import CrossRecError, EventError, FeatureStoreError, StreamError
-from crossrec.feature_store.base import FeatureStore
-from crossrec.online.samples import RedisSampleBuffer, SampleRecorder
+from crossrec.feature_store.base import FeatureStore, SampleSpec
+from crossrec.online.samples import RedisSampleBuffer
 from crossrec.stream.events import Event, kafka_client_options, parse_event
 from crossrec.stream.metrics import StreamMetrics
 from crossrec.stream.updates import UserVectorUpdater
@@ -84,6 +84,7 @@ def _rebalance_listener(worker: StreamWorker) -> Any:
             worker._on_revoked(set(revoked))
 
         def on_partitions_assigned(self, assigned: Any) -> None:
+            worker.assignment = frozenset(_tp_name(tp) for tp in assigned)
             worker._rebalancing = False
             worker._rebalanced_at = time.monotonic()
             logger.info("partitions assigned worker=%s partitions=%s", worker.worker_id,
@@ -100,8 +101,8 @@ class StreamWorker:
         worker_index: this worker's number (metrics label, metrics port offset, client id).
         store: the feature store; default: a `RedisFeatureStore` from ``feature_store``.
         updater: the user-vector trigger; default: one following the store's current model.
-        recorder: turns written events into online-learning samples; default: one on the
-            Redis sample buffer when ``online.record_samples`` (None turns it off).
+        samples: which written events become online-learning samples and where they go;
+            default: the Redis sample buffer when ``online.record_samples`` (None: no samples).
     """
 
     def __init__(
@@ -111,7 +112,7 @@ class StreamWorker:
         worker_index: int = 0,
         store: FeatureStore | None = None,
         updater: UserVectorUpdater | None = None,
-        recorder: SampleRecorder | None | Literal["default"] = "default",
+        samples: SampleSpec | None | Literal["default"] = "default",
     ) -> None:
         from crossrec.feature_store.redis_store import RedisFeatureStore
 
@@ -121,18 +122,21 @@ class StreamWorker:
         self.worker_id = str(worker_index)
         self.store = store or RedisFeatureStore.from_config(cfg.feature_store)
         self.updater = updater or UserVectorUpdater(self.store, cfg)
-        if recorder == "default":
-            recorder = None
+        if samples == "default":
+            samples = None
             if cfg.online.record_samples and isinstance(self.store, RedisFeatureStore):
-                buffer = RedisSampleBuffer(self.store, cfg.online)
-                recorder = SampleRecorder(self.store, buffer, cfg.online)
-        self.recorder = recorder
+                samples = RedisSampleBuffer(self.store, cfg.online).spec()
+        self.samples = samples
         self.metrics = StreamMetrics(self.worker_id)
         self.report = WorkerReport()
         self._stop = threading.Event()
         self._consumer: Any = None
         self._uncommitted: dict[Any, int] = {}  # written, not yet committed: next offset
+        # Partitions revoked since the batch in hand was fetched (its records of them are
+        # stale), and how many revocations there were (a poll that runs one is detected).
         self._revoked: set[Any] = set()
+        self._revocations = 0
+        self.assignment: frozenset[str] = frozenset()  # "topic[partition]" names, as assigned
         self._fault_after = _fault_after()
         self._writes = 0
         self._warned_domains = False
@@ -222,7 +226,7 @@ class StreamWorker:
         producer = self._make_producer()
         if self.scfg.metrics_port is not None:
             self.metrics.serve(self.scfg.metrics_port + self.worker_index, self.scfg.metrics_host)
-        self.updater.refresh_model(force=True)
+        self._wait_for_store()
         logger.info("stream worker started worker=%s topic=%s group=%s brokers=%s",
                     self.worker_id, self.scfg.topic, self.scfg.group_id,
                     self.scfg.bootstrap_servers)  # fmt: skip
@@ -232,8 +236,11 @@ class StreamWorker:
         try:
             while not self._stop.is_set():
                 polled_at = time.monotonic()
-                self._revoked.clear()  # revocations from here on apply to this batch
+                self._revoked.clear()  # a revocation inside the poll makes earlier fetches stale
                 batch = self._poll(consumer, self.scfg.poll_timeout_ms)
+                # The batch in hand is what the current assignment fetched: revocations from
+                # here on make (parts of) it stale.
+                self._revoked.clear()
                 if not batch and time.monotonic() - polled_at < 0.002:
                     time.sleep(0.02)  # a poll that returns at once (e.g. mid-rejoin) must not spin
                 if self._rebalancing and (
@@ -275,17 +282,45 @@ class StreamWorker:
                         self.report.vectors)  # fmt: skip
         return self.report
 
+    def _wait_for_store(self) -> None:
+        """Reads the current model before joining the group, waiting with back-off while the
+        store is down (a member that cannot write would only take partitions from one that
+        can); `stop` ends the wait."""
+        delay = self.scfg.backoff_s
+        for attempt in range(1, 1_000_000):
+            try:
+                self.updater.refresh_model(force=True)
+                return
+            except FeatureStoreError as exc:
+                if self._stop.is_set():
+                    return
+                logger.warning("feature store unavailable at start (attempt %d), retrying in "
+                               "%.1fs before joining the group: %s", attempt, delay,
+                               exc)  # fmt: skip
+                self._stop.wait(delay)
+                delay = min(delay * 2, self.scfg.max_backoff_s)
+
     def _poll(self, consumer: Any, timeout_ms: int) -> dict[Any, list[Any]]:
         from kafka.errors import KafkaError
 
+        batch: dict[Any, list[Any]] = {}
+        stale: dict[Any, int] = {}  # partition -> first offset fetched before a revocation
         try:
-            batch: dict[Any, list[Any]] = {}
             count, wait = 0, timeout_ms
             # One fetch response holds a few hundred records at most; top the batch up from
             # what is already buffered (no waiting) so a batch is one Redis pipeline and one
             # commit for up to `batch_size` records.
             for _ in range(8):
+                revocations = self._revocations
                 got = consumer.poll(timeout_ms=wait, max_records=self.scfg.batch_size - count)
+                if self._revocations != revocations:
+                    # kafka-python ran a rebalance inside this poll (revoke, join, assign,
+                    # positions reset): what earlier polls fetched of a revoked partition is
+                    # stale, what this one returned is the new assignment's.
+                    for tp in self._revoked & set(batch):
+                        records = batch.pop(tp)
+                        stale[tp] = min(stale.get(tp, records[0].offset), records[0].offset)
+                        count -= len(records)
                 if not got:
                     break
                 for tp, records in got.items():
@@ -294,13 +329,32 @@ class StreamWorker:
                 if count >= self.scfg.batch_size:
                     break
                 wait = 0
-            return batch
         except KafkaError as exc:
             # e.g. a group join racing a rebalance: the next poll rejoins.
             logger.warning("poll failed worker=%s: %s: %s", self.worker_id,
                            type(exc).__name__, exc)  # fmt: skip
             time.sleep(min(self.scfg.backoff_s, 1.0))
-            return {}
+        if stale:
+            # A partition that came back without records of this poll is read again from its
+            # first stale record, never from past it (whatever position the rebalance left).
+            self._rewind(consumer, {tp: off for tp, off in stale.items() if tp not in batch})
+        return batch
+
+    def _rewind(self, consumer: Any, offsets: dict[Any, int]) -> None:
+        """Seeks each partition still assigned back to ``offsets``: its records from there
+        were dropped unwritten and must be fetched again."""
+        from kafka.errors import KafkaError
+
+        owned = consumer.assignment()
+        for tp, offset in offsets.items():
+            if tp in owned:
+                try:
+                    consumer.seek(tp, offset)
+                except (KafkaError, AssertionError) as exc:  # revoked meanwhile
+                    logger.warning("seek %s to %d failed: %s", _tp_name(tp), offset, exc)
+                    continue
+                logger.info("dropped records refetched worker=%s partition=%s from=%d",
+                            self.worker_id, _tp_name(tp), offset)  # fmt: skip
 
     def _process(self, consumer: Any, producer: Any, batch: dict[Any, list[Any]]) -> None:
         started = time.perf_counter()
@@ -333,6 +387,11 @@ class StreamWorker:
                          "(%s=%s)", self._writes, FAULT_ENV, os.environ.get(FAULT_ENV))  # fmt: skip
             logging.shutdown()
             os._exit(FAULT_EXIT_CODE)
+        if self._revoked:
+            # Revoked while the store was down (a rebalance during the back-off): those
+            # records were not written; a partition that came back is read again from them.
+            first = {tp: records[0].offset for tp, records in batch.items()}
+            self._rewind(consumer, {tp: first[tp] for tp in self._revoked if tp in first})
         for tp, offset in next_offsets.items():
             if tp not in self._revoked:
                 self._uncommitted[tp] = offset
@@ -377,17 +436,16 @@ class StreamWorker:
         """Writes the batch, retrying with backoff while the store fails. Returns how many were
         new, or None when stopping with the batch unwritten."""
         delay = self.scfg.backoff_s
-        paused: list[Any] = []
+        paused = False
         attempt = 0
         try:
             while True:
                 events = [e for tp, e in valid if tp not in self._revoked]
                 try:
-                    result = self.store.write_events(events)
-                    if self.recorder is not None:
-                        # Before the commit: a crash replays the batch and records it again
-                        # (readers drop repeated event ids).
-                        self.report.samples += self.recorder.record(events, self._domains())
+                    # Samples are recorded in the same atomic pass, for new events only: a
+                    # replayed batch (a crash before the commit) records nothing twice.
+                    result = self.store.write_events(events, samples=self.samples)
+                    self.report.samples += result.samples
                     break
                 except FeatureStoreError as exc:
                     attempt += 1
@@ -400,18 +458,22 @@ class StreamWorker:
                     logger.warning("feature store write failed (attempt %d), retrying in "
                                    "%.1fs; nothing committed past it: %s", attempt, delay,
                                    exc)  # fmt: skip
-                    if not paused:
-                        paused = list(consumer.assignment())
-                        consumer.pause(*paused)
                     # Polling paused partitions returns nothing but keeps this consumer in
-                    # its group (and runs rebalance callbacks) while we wait.
-                    self._poll(consumer, int(delay * 1000))
+                    # its group (and runs rebalance callbacks) while we wait. Paused on every
+                    # turn: a rebalance hands partitions back un-paused.
+                    assigned = list(consumer.assignment())
+                    if assigned:
+                        consumer.pause(*assigned)
+                        paused = True
+                    got = self._poll(consumer, int(delay * 1000))
+                    if got:  # fetched in the same poll that assigned them: read them again
+                        self._rewind(consumer, {tp: r[0].offset for tp, r in got.items()})
                     delay = min(delay * 2, self.scfg.max_backoff_s)
         finally:
             if paused:
-                still = [tp for tp in paused if tp in consumer.assignment()]
-                if still:
-                    consumer.resume(*still)
+                assigned = list(consumer.assignment())
+                if assigned:
+                    consumer.resume(*assigned)
         if attempt:
             logger.info("feature store back after %d retries: batch written", attempt)
         self.report.written += result.written
@@ -444,7 +506,9 @@ class StreamWorker:
         self._uncommitted.clear()
 
     def _on_revoked(self, revoked: set[Any]) -> None:
+        self.assignment = frozenset()
         self._revoked |= revoked
+        self._revocations += 1
         self._rebalancing = True
         self._rebalanced_at = time.monotonic()
         logger.info("partitions revoked worker=%s partitions=%s", self.worker_id,
