@@ -29,7 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from types import TracebackType
 from typing import Any
@@ -138,6 +138,23 @@ def free_port() -> int:
         return int(sock.getsockname()[1])
 
 
+def _cluster_port() -> int:
+    """A free port for a cluster node: at most 55535, with its bus port (+10000) free too."""
+    import random
+
+    rng = random.Random()
+    for _ in range(200):
+        port = rng.randrange(20000, 45535)
+        try:
+            for p in (port, port + 10000):
+                with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as sock:
+                    sock.bind((_LOOPBACK, p))
+        except OSError:
+            continue
+        return port
+    raise EmbeddedServiceError("no free port pair (N, N+10000) for a Redis Cluster node")
+
+
 def _parent_death_signal() -> Callable[[], None] | None:
     """A ``preexec_fn`` that makes the child receive SIGTERM when its parent dies (Linux only).
 
@@ -197,6 +214,7 @@ class EmbeddedRedis:
         password: ``requirepass`` for the server (written to a 0600 config file, never onto the
             command line); ``None`` for no password.
         executable: the ``redis-server`` binary; :func:`find_redis_server` when ``None``.
+        extra_config: more ``redis.conf`` lines (e.g. ``cluster-enabled yes``).
     """
 
     def __init__(
@@ -206,9 +224,11 @@ class EmbeddedRedis:
         data_dir: str | Path | None = None,
         password: str | None = None,
         executable: str | None = None,
+        extra_config: Sequence[str] = (),
     ) -> None:
         if port is not None and not 0 < port < 65536:
             raise ValueError(f"port must be in 1..65535, got {port}")
+        self._extra_config = list(extra_config)
         self._port = port
         self._data_dir = Path(data_dir) if data_dir is not None else None
         self._temp_dir: Path | None = None
@@ -367,6 +387,7 @@ class EmbeddedRedis:
         ]
         if self._password:
             lines.append(f'requirepass "{_redis_quote(self._password)}"')
+        lines += self._extra_config
         path = data_dir / "redis.conf"
         fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
         with os.fdopen(fd, "w", encoding="utf-8") as handle:
@@ -413,6 +434,88 @@ class EmbeddedRedis:
             f"{_READY_TIMEOUT_S:.0f} s (last error: {last_error}); last lines of "
             f"{log_path}:\n{_tail(log_path)}"
         )
+
+
+class EmbeddedRedisCluster:
+    """A real Redis Cluster of ``nodes`` primaries (``redis-server`` child processes with
+    ``cluster-enabled yes``) on 127.0.0.1, the 16384 slots split evenly, for tests and trying
+    ``feature_store.cluster`` on one machine. Not for production (no replicas, temporary data).
+
+    Example:
+        >>> with EmbeddedRedisCluster() as cluster:
+        ...     RedisCluster.from_url(cluster.url).set("k", "v")
+    """
+
+    SLOTS = 16384
+
+    def __init__(self, nodes: int = 3, *, timeout_s: float = 30.0) -> None:
+        if nodes < 1:
+            raise ValueError(f"a cluster needs at least one node, got {nodes}")
+        config = ["cluster-enabled yes", "cluster-config-file nodes.conf",
+                  "cluster-node-timeout 2000", "appendonly no"]  # fmt: skip
+        self.nodes = [EmbeddedRedis(port=_cluster_port(), extra_config=config)
+                      for _ in range(nodes)]  # fmt: skip
+        self.timeout_s = timeout_s
+
+    @property
+    def url(self) -> str:
+        """``redis://127.0.0.1:PORT/0`` of the first node (a cluster client finds the rest)."""
+        return self.nodes[0].url
+
+    def start(self) -> EmbeddedRedisCluster:
+        """Starts every node, assigns the slots, introduces the nodes to each other and waits
+        until every node reports ``cluster_state:ok``."""
+        import redis
+
+        try:
+            for node in self.nodes:
+                node.start()
+            clients = [redis.Redis(host=n.host, port=n.port) for n in self.nodes]
+            share = self.SLOTS // len(self.nodes)
+            for i, client in enumerate(clients):
+                last = self.SLOTS if i == len(clients) - 1 else (i + 1) * share
+                client.execute_command("CLUSTER ADDSLOTS", *range(i * share, last))
+            for node in self.nodes[1:]:
+                clients[0].execute_command("CLUSTER MEET", node.host, node.port)
+            deadline = time.monotonic() + self.timeout_s
+            while True:
+                states = [c.execute_command("CLUSTER INFO") for c in clients]
+                if all(_cluster_ok(state) for state in states):
+                    break
+                if time.monotonic() > deadline:
+                    raise EmbeddedServiceError(
+                        f"the Redis Cluster on ports {[n.port for n in self.nodes]} did not "
+                        f"reach cluster_state:ok in {self.timeout_s:.0f}s"
+                    )
+                time.sleep(0.1)
+            for client in clients:
+                client.close()
+        except BaseException:
+            self.stop()
+            raise
+        logger.info("redis cluster ready ports=%s", [n.port for n in self.nodes])
+        return self
+
+    def stop(self) -> None:
+        for node in self.nodes:
+            node.stop()
+
+    def close(self) -> None:
+        for node in self.nodes:
+            node.close()
+
+    def __enter__(self) -> EmbeddedRedisCluster:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+def _cluster_ok(info: object) -> bool:
+    text = info.decode() if isinstance(info, bytes) else str(info)
+    if isinstance(info, dict):
+        return info.get("cluster_state") == "ok"
+    return "cluster_state:ok" in text
 
 
 def _server_pid(client: Any) -> int | None:

@@ -213,3 +213,57 @@ def test_an_unreachable_server_raises_a_clear_error() -> None:
     with pytest.raises(FeatureStoreError, match="redis write_events failed: ConnectionError"):
         store.write_events([_event(1)])
     assert store.ping() is False
+
+
+# --------------------------------------------------------------------------- Redis Cluster
+@pytest.fixture(scope="module")
+def redis_cluster():  # type: ignore[no-untyped-def]
+    """A real three-primary Redis Cluster on loopback ports, for this module."""
+    from crossrec.embedded import EmbeddedRedisCluster
+
+    with EmbeddedRedisCluster(3) as cluster:
+        yield cluster
+
+
+def test_the_write_and_read_path_on_a_real_redis_cluster(redis_cluster) -> None:  # type: ignore[no-untyped-def]
+    from redis.cluster import RedisCluster
+
+    cfg = FeatureStoreConfig(url=redis_cluster.url, cluster=True, key_prefix=unique("cl"))
+    store = RedisFeatureStore.from_config(cfg)
+    assert isinstance(store.client, RedisCluster)
+    spec = SampleSpec(key=f"{store.prefix}:{{online}}:samples", max_len=1000, context_length=4)
+    users = [f"user-{n}" for n in range(40)]  # spread over every primary's slots
+    batch = [_event(i, user=users[i % 40], domain=("books", "films")[i % 2]) for i in range(400)]
+    # A fresh cluster knows none of the scripts (NOSCRIPT is answered by loading them).
+    first = store.write_events(batch, samples=spec)
+    assert (first.written, first.duplicates, first.samples) == (400, 0, 400)
+    again = store.write_events(batch, samples=spec)
+    assert (again.written, again.duplicates, again.samples) == (0, 400, 0)
+    states = store.histories(users, ["books", "films"])
+    for n, user in enumerate(users):
+        seq, entries = states[user]
+        assert seq == 10
+        assert [h.event_id for h in entries] == [f"e{i}" for i in range(n, 400, 40)]
+    recorded = _samples(store, spec.key)
+    assert len(recorded) == 400
+    last = next(s for s in reversed(recorded) if s.user_id == "user-0")
+    assert last.context == tuple(("books", f"i{i}") for i in (200, 240, 280, 320))
+    assert len(store.popularity("films", 1000)) == 200
+    # Vectors (a script per user, routed to each user's primary) and the dirty set.
+    vectors = [UserVector(u, "films", np.full(3, n, np.float32), "m-1", T0, 10)
+               for n, u in enumerate(users)]  # fmt: skip
+    assert store.write_user_vectors(vectors) == 40
+    got = store.user_vector("user-7", "films")
+    assert got is not None
+    np.testing.assert_array_equal(got.vector, np.full(3, 7, np.float32))
+    claims = store.dirty_users(100)
+    assert sorted(u for u, _ in claims) == sorted(users)
+    assert store.clear_dirty(claims) == 40
+    store.set_current_model(ModelPointer("m-1", "/tmp/m-1", T0))
+    assert store.current_model() == ModelPointer("m-1", "/tmp/m-1", T0)
+    # After every primary forgot its scripts (a restart or a failover), writes load them again.
+    for node in store.client.get_primaries():
+        node.redis_connection.script_flush()
+    later = [_event(1000 + i, user=users[i]) for i in range(40)]
+    assert store.write_events(later, samples=spec).written == 40
+    store.close()

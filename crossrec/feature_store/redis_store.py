@@ -255,6 +255,17 @@ def _text(value: bytes | str | None) -> str | None:
     return value.decode("utf-8") if isinstance(value, bytes) else value
 
 
+def _sha(source: str) -> str:
+    import hashlib
+
+    return hashlib.sha1(source.encode("utf-8"), usedforsecurity=False).hexdigest()
+
+
+# One command for `RedisFeatureStore._pipelined`: the key it routes by, and what it adds to a
+# pipeline.
+Op = tuple[str, Callable[[Any], Any]]
+
+
 class RedisFeatureStore(FeatureStore):
     """The feature store on Redis.
 
@@ -267,10 +278,11 @@ class RedisFeatureStore(FeatureStore):
         self.client = client
         self.cfg = cfg
         self.prefix = cfg.key_prefix
-        self._write_users = client.register_script(_WRITE_USERS)
-        self._write_popularity = client.register_script(_WRITE_POPULARITY)
-        self._append_samples = client.register_script(_APPEND_SAMPLES)
-        self._write_vector = client.register_script(_WRITE_VECTOR)
+        self._scripts = {name: (src, _sha(src)) for name, src in (
+            ("write_users", _WRITE_USERS), ("write_popularity", _WRITE_POPULARITY),
+            ("append_samples", _APPEND_SAMPLES), ("write_vector", _WRITE_VECTOR),
+            ("clear_dirty", _CLEAR_DIRTY),
+        )}  # fmt: skip
         self._clear_dirty = client.register_script(_CLEAR_DIRTY)
 
     @classmethod
@@ -340,6 +352,73 @@ class RedisFeatureStore(FeatureStore):
         except redis.exceptions.RedisError as exc:
             raise FeatureStoreError(f"redis {what} failed: {type(exc).__name__}: {exc}") from exc
 
+    def _script(self, name: str, keys: list[str], args: list[Any]) -> Op:
+        """A script call as a pipeline command (by SHA; `_pipelined` loads scripts a server
+        does not know yet)."""
+        sha = self._scripts[name][1]
+        return keys[0], lambda pipe: pipe.evalsha(sha, len(keys), *keys, *args)
+
+    def _pipelined(self, ops: Sequence[Op]) -> list[Any]:
+        """Runs ``ops`` in one pipeline per server and returns their replies in order: one
+        round trip on a single server, one per primary a batch touches on a cluster (redis-py's
+        cluster pipeline refuses scripts, so each primary gets a plain pipeline of its own).
+
+        A server that answers NOSCRIPT (a fresh one, a restart, a failover) gets every script
+        loaded and the whole pipeline runs again: the writes are idempotent."""
+        for attempt in range(2):
+            try:
+                return self._execute(ops)
+            except redis.exceptions.NoScriptError:
+                if attempt:
+                    raise
+                self.load_scripts()
+            except (redis.exceptions.ConnectionError, redis.exceptions.ResponseError) as exc:
+                if self.cfg.cluster and (
+                    isinstance(exc, redis.exceptions.ConnectionError)
+                    or str(exc).startswith(("MOVED", "ASK", "CLUSTERDOWN"))
+                ):
+                    # Slots moved or a primary failed over: learn the new layout; the caller
+                    # retries the (idempotent) batch.
+                    self.client.nodes_manager.initialize()
+                raise
+        raise AssertionError("unreachable")
+
+    def _execute(self, ops: Sequence[Op]) -> list[Any]:
+        if not self.cfg.cluster:
+            pipe = self.client.pipeline(transaction=False)
+            for _, add in ops:
+                add(pipe)
+            return list(pipe.execute())
+        by_node: dict[str, list[int]] = defaultdict(list)
+        nodes: dict[str, Any] = {}
+        for i, (key, _) in enumerate(ops):
+            node = self.client.get_node_from_key(key)
+            nodes[node.name] = node
+            by_node[node.name].append(i)
+        out: list[Any] = [None] * len(ops)
+        for name, indices in by_node.items():
+            pipe = nodes[name].redis_connection.pipeline(transaction=False)
+            for i in indices:
+                ops[i][1](pipe)
+            for i, reply in zip(indices, pipe.execute(), strict=True):
+                out[i] = reply
+        return out
+
+    def load_scripts(self) -> None:
+        """Loads the write scripts on the server, or on every primary of a cluster."""
+
+        def run() -> None:
+            if self.cfg.cluster:
+                targets = [n.redis_connection for n in self.client.get_primaries()]
+            else:
+                targets = [self.client]
+            for target in targets:
+                for source, _ in self._scripts.values():
+                    target.script_load(source)
+
+        self._call("load scripts", run)
+        logger.info("write scripts loaded (%s)", "every primary" if self.cfg.cluster else "server")
+
     # ------------------------------------------------------------------ events
     def write_events(
         self, events: Sequence[Event], now: float | None = None, samples: SampleSpec | None = None
@@ -374,7 +453,7 @@ class RedisFeatureStore(FeatureStore):
         bucket_ttl = self._popularity_bucket_s() * (POPULARITY_BUCKETS + 1) + 1
 
         def run() -> WriteResult:
-            pipe = self.client.pipeline(transaction=False)
+            ops: list[Op] = []
             groups = self._user_groups(list(by_user))
             for users in groups:
                 keys: list[str] = [samples.key] if mode == "xadd" and samples else []
@@ -394,17 +473,18 @@ class RedisFeatureStore(FeatureStore):
                 max_len = samples.max_len if samples is not None else 0
                 args = [now, ttl, self.cfg.history_length, json.dumps(payload), n_ctx, max_len,
                         mode]  # fmt: skip
-                self._write_users(keys=keys, args=args, client=pipe)
+                ops.append(self._script("write_users", keys, args))
             for domain, evs in by_domain.items():
                 keys = [self.pop_key(domain, "z"), self.pop_key(domain, "t0")]
                 keys += [self.pop_key(domain, f"seen:{b}") for b in buckets]
                 rows = [(e.eid, e.iid, repr(e.ts), weights.get(e.event_type, 1.0)) for e in evs]
                 args = [now, bucket_ttl, self.cfg.popularity_half_life_s, json.dumps(rows)]
-                self._write_popularity(keys=keys, args=args, client=pipe)
+                ops.append(self._script("write_popularity", keys, args))
             # Every user of the batch is marked, duplicates included: if a pipeline was cut
             # short after the history write, the replay still refreshes the vector.
-            pipe.zadd(self.dirty_key, dict.fromkeys(by_user, now))
-            replies = pipe.execute()
+            marks = dict.fromkeys(by_user, now)
+            ops.append((self.dirty_key, lambda pipe: pipe.zadd(self.dirty_key, marks)))
+            replies = self._pipelined(ops)
             user_replies = replies[: len(groups)]
             written = int(sum(int(r[0]) for r in user_replies))
             recorded = int(sum(int(r[1]) for r in user_replies))
@@ -413,7 +493,9 @@ class RedisFeatureStore(FeatureStore):
                 # replay finds the events already written and records nothing.
                 out = [x for r in user_replies for x in r[2]]
                 if out:
-                    self._append_samples(keys=[samples.key], args=[samples.max_len, *out])
+                    self._pipelined(
+                        [self._script("append_samples", [samples.key], [samples.max_len, *out])]
+                    )
             return WriteResult(
                 written=written, duplicates=len(events) - written, users=list(by_user),
                 samples=recorded,
@@ -502,15 +584,13 @@ class RedisFeatureStore(FeatureStore):
             return 0
 
         def run() -> int:
-            pipe = self.client.pipeline(transaction=False)
+            ops = []
             for v in vectors:
                 blob = np.ascontiguousarray(v.vector, dtype=np.float32).tobytes()
-                self._write_vector(
-                    keys=[self.user_key(v.user_id, f"v:{v.domain}")],
-                    args=[v.seq, blob, v.model_version, repr(v.updated_at)],
-                    client=pipe,
-                )
-            return int(sum(pipe.execute()))
+                keys = [self.user_key(v.user_id, f"v:{v.domain}")]
+                args = [v.seq, blob, v.model_version, repr(v.updated_at)]
+                ops.append(self._script("write_vector", keys, args))
+            return int(sum(self._pipelined(ops)))
 
         return self._call("write_user_vectors", run)
 
