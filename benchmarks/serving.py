@@ -27,6 +27,7 @@ import argparse
 import asyncio
 import json
 import logging
+import os
 import sys
 import tempfile
 import threading
@@ -50,6 +51,7 @@ from crossrec.stream.events import Event
 from crossrec.stream.runner import publish_model
 from crossrec.stream.services import stream_services
 from crossrec.stream.updates import UserVectorUpdater
+from serving.auth import API_KEY_ENV, with_local_key
 
 USER = "bench-user"
 # Run as a script, this file's folder comes first on sys.path and its name would shadow the
@@ -102,14 +104,17 @@ def closed_loop_threads(
     return summarize([x for lane in latencies for x in lane], seconds)
 
 
-def closed_loop_http(url: str, clients: int, seconds: float, warmup_s: float) -> dict[str, float]:
+def closed_loop_http(
+    url: str, clients: int, seconds: float, warmup_s: float, key: str = ""
+) -> dict[str, float]:
     """``clients`` keep-alive HTTP/1.1 connections, each sending the next request when the
     last answer is in, driven by one asyncio loop (a light client: on a 2-core machine every
     cycle the client spends is taken from the server)."""
     parts = urlsplit(url)
     host, port = parts.hostname or "127.0.0.1", parts.port or 80
     path = f"{parts.path}/v1/users/{USER}/recommendations?domain=films&k=10"
-    request = f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\n\r\n".encode()
+    auth = f"X-API-Key: {key}\r\n" if key else ""
+    request = f"GET {path} HTTP/1.1\r\nHost: {host}:{port}\r\n{auth}\r\n".encode()
 
     async def client(samples: list[float], measure_from: float, stop_at: float) -> None:
         reader, writer = await asyncio.open_connection(host, port)
@@ -203,6 +208,9 @@ def main(argv: list[str] | None = None) -> int:
           f"{cfg.serve.recommender.num_replicas} x {cfg.serve.recommender.num_cpus} CPU, "
           f"torch threads {cfg.serve.recommender.torch_threads}", flush=True)  # fmt: skip
     cfg.serve.port = free_port()
+    # The key check is part of what is measured: user-keyed reads need a key by default.
+    cfg, _ = with_local_key(cfg)
+    key = cfg.serve.api_key or os.environ.get(API_KEY_ENV, "")
     cfg.feature_store.key_prefix = f"bench-serving-{int(time.time())}"
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp, stream_services(cfg) as services:
@@ -232,7 +240,7 @@ def main(argv: list[str] | None = None) -> int:
             for clients in levels:
                 row = {"mode": "serve", "clients": clients, "haproxy": cfg.serve.haproxy,
                        "replicas": cfg.serve.recommender.num_replicas}  # fmt: skip
-                row.update(closed_loop_http(url, clients, seconds, warmup))
+                row.update(closed_loop_http(url, clients, seconds, warmup, key))
                 rows.append(row)
                 print(f"serve clients={clients}: {row}", flush=True)
 

@@ -120,7 +120,7 @@ def version() -> None:
 @handle_errors
 def config_show(config: ConfigOpt = None, set_: SetOpt = None) -> None:
     """Print the effective configuration (defaults < --config file < --set overrides) as YAML."""
-    typer.echo(_load(config, set_).to_yaml(), nl=False)
+    typer.echo(_load(config, set_).to_yaml(redact=True), nl=False)
 
 
 @config_app.command("reference")

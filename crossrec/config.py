@@ -526,10 +526,22 @@ class ServeConfig(_Section):
     )
     max_k: int = Field(200, ge=1, description="Largest `k` a request may ask for.")
     default_k: int = Field(10, ge=1, description="`k` when a request gives none.")
+    auth: Literal["key", "none"] = Field(
+        "key",
+        description="'key': write endpoints need `api_key` and user-keyed reads need "
+        "`read_api_key` or `api_key` (crossrec serve / demo generate one when none is set; a "
+        "deployment without one refuses to start). 'none': no credentials, for a trusted "
+        "network only (logs a warning).",
+    )
     api_key: str | None = Field(
         None,
-        description="Required (header X-API-Key or Authorization: Bearer) on write endpoints "
-        "when set; CROSSREC_API_KEY also sets it.",
+        description="The write key (header X-API-Key or Authorization: Bearer); "
+        "CROSSREC_API_KEY also sets it. It also allows user-keyed reads.",
+    )
+    read_api_key: str | None = Field(
+        None,
+        description="A key for user-keyed reads only (recommendations of a stored user); "
+        "CROSSREC_READ_API_KEY also sets it.",
     )
     max_body_bytes: int = Field(
         1_048_576, ge=1024, description="Largest request body; bigger ones get 413."
@@ -974,8 +986,50 @@ class CrossRecConfig(_Section):
             )
         return self
 
-    def to_yaml(self) -> str:
-        return yaml.safe_dump(self.model_dump(mode="json"), sort_keys=False)
+    def to_yaml(self, *, redact: bool = False) -> str:
+        """The config as YAML; ``redact`` shows each secret as ``**redacted**``."""
+        data = self.public_dump(REDACTED) if redact else self.model_dump(mode="json")
+        return yaml.safe_dump(data, sort_keys=False)
+
+    def public_dump(self, mask: str | None = None) -> dict[str, Any]:
+        """The config as JSON data without its secrets (keys, passwords, the password inside a
+        URL): each becomes ``mask`` (default null, i.e. unset: a config read back from it
+        never holds a placeholder as a key). What checkpoints, run records, written configs
+        and Ray task arguments get."""
+        return redact_secrets(self.model_dump(mode="json"), mask)
+
+
+REDACTED = "**redacted**"
+SECRET_FIELDS = (
+    ("serve", "api_key"), ("serve", "read_api_key"), ("stream", "sasl_password"),
+    ("feature_store", "password"),
+)  # fmt: skip
+URL_FIELDS = (("feature_store", "url"),)
+
+
+def redact_url(url: str, mask: str | None = REDACTED) -> str:
+    """``url`` with the password of its ``user:password@`` part replaced by ``mask`` (None:
+    dropped)."""
+    scheme, sep, rest = url.partition("://")
+    if not sep or "@" not in rest.split("/", 1)[0]:
+        return url
+    auth, _, host = rest.partition("@")
+    user, has_password, _ = auth.partition(":")
+    if not has_password:
+        return url
+    return f"{scheme}://{user}:{mask}@{host}" if mask else f"{scheme}://{user}@{host}"
+
+
+def redact_secrets(data: dict[str, Any], mask: str | None = None) -> dict[str, Any]:
+    """A copy of config data (``model_dump(mode="json")``) without its secrets."""
+    out = {k: dict(v) if isinstance(v, dict) else v for k, v in data.items()}
+    for section, key in SECRET_FIELDS:
+        if isinstance(out.get(section), dict) and out[section].get(key):
+            out[section][key] = mask
+    for section, key in URL_FIELDS:
+        if isinstance(out.get(section), dict) and isinstance(out[section].get(key), str):
+            out[section][key] = redact_url(out[section][key], mask)
+    return out
 
 
 # --------------------------------------------------------------------------- loading

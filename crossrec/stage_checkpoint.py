@@ -64,7 +64,7 @@ def save_stage(
         "metrics": metrics,
         "state": run.state.to_json(),
         "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "config": trainer.cfg.model_dump(mode="json"),
+        "config": trainer.cfg.public_dump(),
         **(extra or {}),
     }
     (directory / STAGE_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")

@@ -32,6 +32,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any, Union, get_args, get_origin
 
+import yaml
 from pydantic import BaseModel
 
 from crossrec.config import RUNTIME_TRAIN_FIELDS, CrossRecConfig, with_overrides
@@ -647,7 +648,9 @@ def run_tune(
         f"{best.score:.4f} (trial {best.trial_id}, {best.status})\n"
         f"# overrides: {' '.join(overrides_for(best.params))}\n"
     )
-    best_path.write_text(header + best_config.to_yaml(), encoding="utf-8")
+    # Secrets are left out (null): set them again where the config is used.
+    body = yaml.safe_dump(best_config.public_dump(), sort_keys=False)
+    best_path.write_text(header + body, encoding="utf-8")
     echo(
         f"best {METRIC} {best.score:.4f} (trial {best.trial_id}, {best.status}): "
         f"{_show(best.params)}"

@@ -8,9 +8,7 @@ bad input gets a 4xx that names the field, never a 5xx.
 
 from __future__ import annotations
 
-import hmac
 import logging
-import os
 from typing import Annotated, Any, Protocol
 
 import numpy as np
@@ -46,10 +44,10 @@ from crossrec.service.schemas import (
     SimilarItemsRequest,
 )
 from crossrec.stream.events import Event
+from serving.auth import resolve_keys
 
 logger = logging.getLogger(__name__)
 
-API_KEY_ENV = "CROSSREC_API_KEY"
 VERSION_HEADER = "X-Model-Version"
 PathId = Annotated[str, Path(min_length=1, max_length=256, pattern=r"^[^\x00-\x1f]+$")]
 DomainQuery = Annotated[
@@ -146,10 +144,10 @@ def _field_of(loc: tuple[Any, ...]) -> str:
 
 
 def create_api(backend: ApiBackend, cfg: CrossRecConfig) -> FastAPI:
-    """The FastAPI app of one replica. Write endpoints need the API key when one is set
-    (``serve.api_key`` or ``CROSSREC_API_KEY``)."""
+    """The FastAPI app of one replica. Write endpoints need the write key and a stored user's
+    recommendations the read or write key, unless ``serve.auth: none`` (`serving.auth`)."""
     serve_cfg = cfg.serve
-    api_key = serve_cfg.api_key or os.environ.get(API_KEY_ENV) or None
+    keys = resolve_keys(serve_cfg)
     app = FastAPI(
         title="crossrec",
         version=__version__,
@@ -163,17 +161,25 @@ def create_api(backend: ApiBackend, cfg: CrossRecConfig) -> FastAPI:
     app.add_middleware(BodyLimit, limit=serve_cfg.max_body_bytes)
     service = backend.service
 
-    def require_key(key: ApiKey, token: BearerToken) -> None:
-        if api_key is None:
-            return
-        given = key if key is not None else (token.credentials if token is not None else None)
+    def _given(key: str | None, token: HTTPAuthorizationCredentials | None) -> str | None:
+        return key if key is not None else (token.credentials if token is not None else None)
+
+    def _refuse(given: str | None, what: str) -> None:
         if given is None:
             raise RequestError(401, "missing_api_key",
-                               "this endpoint needs an API key (X-API-Key or Authorization: "
-                               "Bearer)", field="X-API-Key")  # fmt: skip
-        if not hmac.compare_digest(given.encode("utf-8"), api_key.encode("utf-8")):
-            raise RequestError(403, "invalid_api_key", "the API key is not valid",
+                               f"{what} needs an API key (X-API-Key or Authorization: Bearer)",
                                field="X-API-Key")  # fmt: skip
+        raise RequestError(403, "invalid_api_key", "the API key is not valid", field="X-API-Key")
+
+    def require_key(key: ApiKey, token: BearerToken) -> None:
+        given = _given(key, token)
+        if not keys.allows_write(given):
+            _refuse(given, "this endpoint")
+
+    def require_read_key(key: ApiKey, token: BearerToken) -> None:
+        given = _given(key, token)
+        if not keys.allows_user_read(given):
+            _refuse(given, "a stored user's recommendations")
 
     # ------------------------------------------------------------------ errors
     @app.exception_handler(RequestError)
@@ -241,7 +247,7 @@ def create_api(backend: ApiBackend, cfg: CrossRecConfig) -> FastAPI:
         return info
 
     @app.get("/v1/users/{user_id}/recommendations", response_model=Recommendations,
-             tags=["recommendations"])  # fmt: skip
+             tags=["recommendations"], dependencies=[Depends(require_read_key)])  # fmt: skip
     async def user_recommendations(
         response: Response,
         user_id: PathId,

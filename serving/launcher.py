@@ -93,6 +93,7 @@ def run_server(
     (or ``exit_after_s``). With ``stream``, a consumer worker in this process stores the events
     the API ingests, so the full path works on one machine."""
     from crossrec.stream.supervisor import WorkerSupervisor
+    from serving.auth import describe_key, resolve_keys, with_local_key
 
     with stream_services(cfg) as services:
         cfg = services.cfg
@@ -109,6 +110,8 @@ def run_server(
         finally:
             store.close()
         echo(f"current model version {pointer.version} ({pointer.uri})")
+        cfg, generated = with_local_key(cfg)
+        resolve_keys(cfg.serve)  # auth: key without a key refuses here, with the reason
         supervisor = None
         if stream:
             # Restarted with back-off should it die; the replicas' readiness follows it.
@@ -123,6 +126,9 @@ def run_server(
             with serve_app(cfg, pointer.uri) as url, stop_on_signals(stop.set):
                 echo(f"serving crossrec at {url}  (OpenAPI: {url}/docs, {url}/openapi.json)")
                 echo(f"  try: curl '{url}/v1/model'")
+                if generated is not None:
+                    for line in describe_key(url, generated):
+                        echo(line)
                 echo(
                     "Ctrl-C stops" + (f"; exiting after {exit_after_s:g}s" if exit_after_s else "")
                 )

@@ -187,3 +187,56 @@ def test_the_api_runs_without_ray(cfg: CrossRecConfig, version: Path) -> None:
         assert added.status_code == 201
         assert client.get("/v1/model").json()["domains"]["films"] == 161
     backend.close()
+
+
+def test_credentials_by_default_and_only_by_explicit_choice_none(
+    cfg: CrossRecConfig, version: Path, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    from fastapi.testclient import TestClient
+
+    from crossrec.errors import CrossRecError
+    from serving.api import create_api
+    from serving.auth import API_KEY_ENV, READ_API_KEY_ENV, with_local_key
+    from serving.local import LocalBackend
+
+    monkeypatch.delenv(API_KEY_ENV, raising=False)
+    monkeypatch.delenv(READ_API_KEY_ENV, raising=False)
+    backend = LocalBackend(_service(cfg, version))
+    # auth 'key' (the default) and no key anywhere: the app refuses to exist.
+    assert cfg.serve.auth == "key"
+    with pytest.raises(
+        CrossRecError, match=r"no API key is set: set serve.api_key or \$CROSSREC_API_KEY"
+    ):
+        create_api(backend, cfg)
+    # A local run generates one (crossrec serve / demo print it once).
+    keyed, generated = with_local_key(cfg)
+    assert generated is not None
+    assert len(generated) >= 32
+    assert keyed.serve.api_key == generated
+    assert cfg.serve.api_key is None  # the caller's config is left alone
+    assert with_local_key(keyed) == (keyed, None)
+    keyed.serve.read_api_key = "reader"
+    item = {"title": "Keyed Film"}
+    with TestClient(create_api(backend, keyed)) as client:
+        path = "/v1/users/nobody/recommendations?domain=films"
+        assert client.get(path).status_code == 401
+        assert client.get(path, headers={"X-API-Key": "nope"}).status_code == 403
+        assert client.get(path, headers={"X-API-Key": "reader"}).status_code == 404  # let in
+        assert client.get(path, headers={"X-API-Key": generated}).status_code == 404
+        reply = client.put("/v1/items/films/k-1", json=item, headers={"X-API-Key": "reader"})
+        assert reply.status_code == 403  # the read key writes nothing
+        assert client.put("/v1/items/films/k-1", json=item).status_code == 401
+        assert client.get("/v1/model").json()["domains"]["films"] == 160  # nothing was added
+        assert client.post("/v1/recommendations", json={"domain": "films", "query": "stars",
+                                                        "k": 2}).status_code == 200  # fmt: skip
+    # auth 'none' is an explicit choice: everything is open, and the app says so at start.
+    open_cfg = cfg.model_copy(deep=True)
+    open_cfg.serve.auth = "none"
+    with caplog.at_level("WARNING", logger="serving.auth"):
+        app = create_api(backend, open_cfg)
+    assert "serve.auth is 'none'" in caplog.text
+    with TestClient(app) as client:
+        assert client.put("/v1/items/films/open-1", json=item).status_code == 201
+        assert client.get("/v1/users/nobody/recommendations?domain=films").status_code == 404
+    backend.close()

@@ -36,6 +36,8 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
 API_KEY = "test-key-7d1f"
 KEY = {"X-API-Key": API_KEY}
+READ_API_KEY = "read-key-3a9c"
+READ = {"X-API-Key": READ_API_KEY}  # a stored user's recommendations, nothing else
 
 
 # --------------------------------------------------------------------------- fixtures
@@ -66,6 +68,7 @@ def cfg(kafka_broker: EmbeddedKafka, redis_server: EmbeddedRedis) -> CrossRecCon
     cfg = services_config(kafka_broker, redis_server, unique("serving"))
     v = cfg.serve
     v.port, v.api_key, v.model_check_s, v.new_items_check_s = free_port(), API_KEY, 0.3, 0.2
+    v.read_api_key = READ_API_KEY
     v.max_body_bytes = 64 * 1024
     v.encoder.num_cpus = v.recommender.num_cpus = 0.25
     return cfg
@@ -108,7 +111,8 @@ def _ids(body: dict[str, Any]) -> list[str]:
 
 
 def _recs(client: httpx.Client, user: str, **params: Any) -> httpx.Response:
-    return client.get(f"/v1/users/{user}/recommendations", params={"domain": "films", **params})
+    return client.get(f"/v1/users/{user}/recommendations", params={"domain": "films", **params},
+                      headers=READ)  # fmt: skip
 
 
 @contextmanager
@@ -272,40 +276,55 @@ BAD_REQUESTS: list[tuple[str, str, dict[str, Any], int, str]] = [
     (
         "GET",
         "/v1/users/nobody-at-all/recommendations",
-        {"params": {"domain": "films"}},
+        {"params": {"domain": "films"}, "headers": READ},
         404,
         "unknown_user",
     ),
-    ("GET", "/v1/users/u/recommendations", {"params": {"domain": "comics"}}, 404, "unknown_domain"),
     (
         "GET",
         "/v1/users/u/recommendations",
-        {"params": {"domain": "films", "k": 0}},
+        {"params": {"domain": "comics"}, "headers": READ},
+        404,
+        "unknown_domain",
+    ),
+    (
+        "GET",
+        "/v1/users/u/recommendations",
+        {"params": {"domain": "films", "k": 0}, "headers": READ},
         422,
         "invalid_k",
     ),
     (
         "GET",
         "/v1/users/u/recommendations",
-        {"params": {"domain": "films", "k": -3}},
+        {"params": {"domain": "films", "k": -3}, "headers": READ},
         422,
         "invalid_k",
     ),
     (
         "GET",
         "/v1/users/u/recommendations",
-        {"params": {"domain": "films", "k": 10**40}},
+        {"params": {"domain": "films", "k": 10**40}, "headers": READ},
         422,
         "invalid_k",
     ),
     (
         "GET",
         "/v1/users/u/recommendations",
-        {"params": {"domain": "films", "k": "ten"}},
+        {"params": {"domain": "films", "k": "ten"}, "headers": READ},
         422,
         "invalid_request",
     ),
-    ("GET", "/v1/users/u/recommendations", {}, 422, "invalid_request"),
+    ("GET", "/v1/users/u/recommendations", {"headers": READ}, 422, "invalid_request"),
+    # A stored user's recommendations need the read key (or the write key).
+    ("GET", "/v1/users/u/recommendations", {"params": {"domain": "films"}}, 401, "missing_api_key"),
+    (
+        "GET",
+        "/v1/users/u/recommendations",
+        {"params": {"domain": "films"}, "headers": {"X-API-Key": "wrong"}},
+        403,
+        "invalid_api_key",
+    ),
     (
         "POST",
         "/v1/recommendations",
@@ -368,6 +387,7 @@ BAD_REQUESTS: list[tuple[str, str, dict[str, Any], int, str]] = [
         403,
         "invalid_api_key",
     ),
+    ("PUT", "/v1/items/films/x", {"json": {"title": "t"}, "headers": READ}, 403, "invalid_api_key"),
     ("PUT", "/v1/items/comics/x", {"json": {"title": "t"}, "headers": KEY}, 404, "unknown_domain"),
     ("PUT", "/v1/items/films/x", {"json": {}, "headers": KEY}, 422, "invalid_request"),
     ("POST", "/v1/events", {"json": {"events": []}, "headers": KEY}, 422, "invalid_request"),

@@ -103,7 +103,7 @@ def describe_event(event: dict[str, Any]) -> str:
 
 
 def _comparable_config(cfg: CrossRecConfig) -> dict[str, Any]:
-    data = cfg.model_dump(mode="json")
+    data = cfg.public_dump()
     for key in RUNTIME_TRAIN_FIELDS:
         data["train"].pop(key, None)
     for key in ("ray_min_items", "ray_actors", "device", "batch_size", "cache_dir"):
@@ -282,7 +282,7 @@ def _run_stage(
     keep_best = stage in ("adapt", "joint") and any(c.domain == target for c in split.valid)
     fault = os.environ.get(FAULT_ENV) or None
     loop_config = {
-        "cfg": cfg.model_dump(mode="json"),
+        "cfg": cfg.public_dump(),  # training needs no credential: none travels to the workers
         "stage": stage,
         "target": target,
         "split": split_ref,

@@ -45,7 +45,7 @@ import redis
 from redis.backoff import ExponentialWithJitterBackoff
 from redis.retry import Retry
 
-from crossrec.config import FeatureStoreConfig
+from crossrec.config import FeatureStoreConfig, redact_url
 from crossrec.errors import FeatureStoreError
 from crossrec.feature_store.base import (
     FeatureStore,
@@ -321,7 +321,7 @@ class RedisFeatureStore(FeatureStore):
             else:
                 client = redis.Redis.from_url(url, **kwargs)
         except (ValueError, redis.exceptions.RedisError) as exc:
-            raise FeatureStoreError(f"feature_store.url {url!r}: {exc}") from exc
+            raise FeatureStoreError(f"feature_store.url {redact_url(url)!r}: {exc}") from exc
         return cls(client, cfg)
 
     # ------------------------------------------------------------------ keys

@@ -531,7 +531,7 @@ class CrossRecModel(nn.Module):
             "item_mode": self.item_tower.mode,
             "hybrid_ranker": self.hybrid is not None,
             "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "config": self.cfg.model_dump(mode="json"),
+            "config": self.cfg.public_dump(),
         }
         (out / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
         return out

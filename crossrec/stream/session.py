@@ -40,10 +40,15 @@ def _pick_user(dataset: CrossDomainDataset, source: str, target: str) -> str:
     return best
 
 
-def call_api(url: str, method: str, path: str, body: Any = None) -> tuple[int, Any]:
-    """One JSON request to the API (stdlib only); returns the status and the decoded body."""
+def call_api(
+    url: str, method: str, path: str, body: Any = None, key: str | None = None
+) -> tuple[int, Any]:
+    """One JSON request to the API (stdlib only, with the API ``key`` when given); returns the
+    status and the decoded body."""
     data = None if body is None else json.dumps(body).encode()
     headers = {"content-type": "application/json"} if data is not None else {}
+    if key is not None:
+        headers["X-API-Key"] = key
     request = urllib.request.Request(url + path, data=data, method=method, headers=headers)  # noqa: S310
     try:
         with urllib.request.urlopen(request, timeout=60) as reply:  # noqa: S310
@@ -66,14 +71,20 @@ def _cold_start_texts(dataset: CrossDomainDataset, target: str) -> tuple[str, di
 
 
 def _keep_serving(
-    url: str, target: str, query: str, exit_after_s: float | None, echo: Callable[[str], None]
+    url: str,
+    target: str,
+    query: str,
+    exit_after_s: float | None,
+    echo: Callable[[str], None],
+    key: str | None = None,
 ) -> None:
     """Keeps the API up until Ctrl-C / SIGTERM or ``exit_after_s``."""
     from crossrec.stream.runner import stop_on_signals
 
     until = "Ctrl-C stops it" if exit_after_s is None else f"for {exit_after_s:g}s"
     echo(f"       the API stays up at {url} ({until}); try:")
-    echo(f"         curl '{url}/v1/users/demo-user/recommendations?domain={target}&k=5'")
+    auth = f"-H 'X-API-Key: {key}' " if key else ""
+    echo(f"         curl {auth}'{url}/v1/users/demo-user/recommendations?domain={target}&k=5'")
     body = json.dumps({"domain": target, "query": query, "k": 5})
     echo(f"         curl -X POST {url}/v1/recommendations -H 'content-type: application/json' "
          f"-d '{body}'")  # fmt: skip
@@ -134,9 +145,16 @@ def run_stream_session(
         thread.start()
         counter = {"n": 0}
         figures: dict[str, float] = {}
+        from serving.auth import configured_key, describe_key, with_local_key
         from serving.launcher import serve_app
 
         cfg.serve.port = free_port()
+        cfg, generated = with_local_key(cfg)
+        key = configured_key(cfg.serve) if cfg.serve.auth == "key" else None
+
+        def api(method: str, path: str, body: Any = None) -> tuple[int, Any]:
+            return call_api(url, method, path, body, key)
+
         echo("       starting Ray Serve: encoder + recommender deployments ...")
         try:
             with (
@@ -144,6 +162,9 @@ def run_stream_session(
                 EventProducer(cfg.stream, linger_ms=0) as producer,
             ):
                 echo(f"       serving at {url} (OpenAPI at {url}/docs)")
+                if generated is not None:
+                    for line in describe_key(url, generated, target):
+                        echo(f"       {line}")
 
                 def send(items: list[int], kind: str) -> float:
                     sent = time.perf_counter()
@@ -171,8 +192,8 @@ def run_stream_session(
                         f"       after {step}: {len(history)} events stored, vector by "
                         f"{vec.model_version}, fresh {fresh_ms:.0f} ms after the send"
                     )
-                    status, body = call_api(
-                        url, "GET", f"/v1/users/{user}/recommendations?domain={target}&k={k}"
+                    status, body = api(
+                        "GET", f"/v1/users/{user}/recommendations?domain={target}&k={k}"
                     )
                     if status != 200:
                         raise CrossRecError(f"the API answered {status}: {body}")
@@ -184,11 +205,11 @@ def run_stream_session(
                         echo(f"         {rank}. {item['text']}{mark}")
 
                 path = f"/v1/users/{user}/recommendations?domain={target}"
-                status, _ = call_api(url, "GET", path)
+                status, _ = api("GET", path)
                 echo(f"       before any event: {user} is unknown to the API ({status})")
                 query, new_item, similar_text = _cold_start_texts(dataset, target)
-                status, body = call_api(url, "POST", "/v1/recommendations",
-                                        {"domain": target, "query": query, "k": 3})  # fmt: skip
+                status, body = api("POST", "/v1/recommendations",
+                                   {"domain": target, "query": query, "k": 3})  # fmt: skip
                 echo(f"       cold start from text alone, query {query!r}:")
                 for rank, item in enumerate(body["items"], start=1):
                     echo(f"         {rank}. {item['text']}")
@@ -198,11 +219,11 @@ def run_stream_session(
                 echo(f"       then {len(shown)} {target}: "
                      + "; ".join(dataset.items[g].title for g in shown))  # fmt: skip
                 show(f"{len(shown)} {target} events", send(shown, "purchase"))
-                status, body = call_api(url, "PUT", f"/v1/items/{target}/demo-new-1", new_item)
+                status, body = api("PUT", f"/v1/items/{target}/demo-new-1", new_item)
                 echo(f"       new item through the API: PUT /v1/items/{target}/demo-new-1 "
                      f"-> {status} ({body.get('text')})")  # fmt: skip
                 similar = {"domain": target, "k": 3, "text": similar_text}
-                status, body = call_api(url, "POST", "/v1/similar-items", similar)
+                status, body = api("POST", "/v1/similar-items", similar)
                 echo(f"       similar to {similar_text!r}: " + "; ".join(
                     f"{i['text']} ({i['item_id']})" for i in body["items"]))  # fmt: skip
                 producer.send_raw(b'{"event_id": "demo-bad", "user_id": 7}', key=b"demo")
@@ -222,11 +243,11 @@ def run_stream_session(
                     echo(online_step)
                     figures = run_drift_episode(
                         cfg, dataset, store, producer,
-                        lambda method, path, body: call_api(url, method, path, body),
+                        api,
                         target, Path(models_dir).parent / "registry", echo,
                     )  # fmt: skip
                 if exit_after_s is None or exit_after_s > 0:
-                    _keep_serving(url, target, query, exit_after_s, echo)
+                    _keep_serving(url, target, query, exit_after_s, echo, key)
         finally:
             worker.stop()
             thread.join(60)
