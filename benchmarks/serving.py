@@ -51,7 +51,6 @@ from crossrec.stream.events import Event
 from crossrec.stream.runner import publish_model
 from crossrec.stream.services import stream_services
 from crossrec.stream.updates import UserVectorUpdater
-from serving.auth import API_KEY_ENV, with_local_key
 
 USER = "bench-user"
 # Run as a script, this file's folder comes first on sys.path and its name would shadow the
@@ -209,6 +208,8 @@ def main(argv: list[str] | None = None) -> int:
           f"torch threads {cfg.serve.recommender.torch_threads}", flush=True)  # fmt: skip
     cfg.serve.port = free_port()
     # The key check is part of what is measured: user-keyed reads need a key by default.
+    from serving.auth import API_KEY_ENV, with_local_key
+
     cfg, _ = with_local_key(cfg)
     key = cfg.serve.api_key or os.environ.get(API_KEY_ENV, "")
     cfg.feature_store.key_prefix = f"bench-serving-{int(time.time())}"
