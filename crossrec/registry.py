@@ -19,6 +19,7 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+import re
 import shutil
 import time
 from dataclasses import asdict, dataclass, field
@@ -30,6 +31,8 @@ from crossrec.feature_store.base import FeatureStore, ModelPointer
 from crossrec.models.bundle import checkpoint_dirs, version_of
 
 logger = logging.getLogger(__name__)
+
+VERSION_NAME = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,127}")
 
 RECORD_FILE = "version.json"
 
@@ -99,6 +102,11 @@ class ModelRegistry:
         return record
 
     def get(self, version: str) -> VersionRecord:
+        if not VERSION_NAME.fullmatch(version) or ".." in version:
+            # A version is a folder name in the root, never a path out of it.
+            raise CrossRecError(
+                f"{version!r} is not a model version name (letters, digits, '.', '_', '-'; no path)"
+            )
         path = self.root / version / RECORD_FILE
         if not path.is_file():
             known = ", ".join(r.version for r in self.list()[-5:]) or "none"

@@ -116,7 +116,7 @@ class BodyLimit:
             if message["type"] == "http.request":
                 seen += len(message.get("body", b""))
                 if seen > self.limit:
-                    raise _BodyTooLarge
+                    raise _BodyTooLarge(self.limit)
             return message
 
         async def tracking_send(message: Message) -> None:
@@ -131,8 +131,12 @@ class BodyLimit:
                 await too_big(scope, receive, send)
 
 
-class _BodyTooLarge(Exception):
-    pass
+class _BodyTooLarge(StarletteHTTPException):
+    """Raised from ``receive`` while a body streams in: FastAPI passes HTTP exceptions
+    through its body parsing (anything else would become its generic 400)."""
+
+    def __init__(self, limit: int = 0) -> None:
+        super().__init__(413, f"request body is larger than serve.max_body_bytes={limit}")
 
 
 def _field_of(loc: tuple[Any, ...]) -> str:
@@ -208,7 +212,9 @@ def create_api(backend: ApiBackend, cfg: CrossRecConfig) -> FastAPI:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
-        code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "http_error")
+        code = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}.get(
+            exc.status_code, "http_error"
+        )
         return error_response(exc.status_code, code, str(exc.detail))
 
     @app.exception_handler(ServiceUnavailableError)

@@ -267,3 +267,23 @@ def test_the_write_and_read_path_on_a_real_redis_cluster(redis_cluster) -> None:
     later = [_event(1000 + i, user=users[i]) for i in range(40)]
     assert store.write_events(later, samples=spec).written == 40
     store.close()
+
+
+def test_ids_with_redis_key_metacharacters_stay_apart(redis_server) -> None:  # type: ignore[no-untyped-def]
+    store = _store(redis_server)
+    # Hash-tag braces, key separators, glob characters: each id is its own user and item.
+    users = ["a{b}", "a", "b", "x}:seen", "x", "*", "a:b", "{", "}", "u:{films}:h"]
+    batch = [_event(i, user=u, item=f"{u}-item") for i, u in enumerate(users)]
+    assert store.write_events(batch).written == len(users)
+    states = store.histories(users, ["films"])
+    for i, user in enumerate(users):
+        seq, entries = states[user]
+        assert seq == 1, user
+        assert [(h.event_id, h.item_id) for h in entries] == [(f"e{i}", f"{user}-item")], user
+    assert len(store.popularity("films", 100)) == len(users)
+    # A newline or a 10 kB id never gets this far: events refuse them with the field named.
+    from pydantic import ValidationError
+
+    for bad, reason in (("a\nb", "control character"), ("u" * 10_000, "longer than 256")):
+        with pytest.raises(ValidationError, match=reason):
+            _event(99, user=bad)

@@ -113,3 +113,15 @@ def test_models_cli(two_versions: list[Path], redis_server: EmbeddedRedis, tmp_p
     no_store = runner.invoke(app, ["models", "rollback", "--set", f"registry.root={tmp_path}"])
     assert no_store.exit_code == 2
     assert "feature_store.url is not set" in no_store.output
+
+
+def test_a_version_name_is_never_a_path_out_of_the_registry(tmp_path: Path) -> None:
+    registry = ModelRegistry(tmp_path / "registry")
+    outside = tmp_path / "elsewhere"
+    outside.mkdir()
+    (outside / "version.json").write_text("{}")  # what a traversal would read
+    for name in ("../elsewhere", "..", "a/../../elsewhere", "/etc", "m-1/../../elsewhere", ""):
+        with pytest.raises(CrossRecError, match="is not a model version name"):
+            registry.get(name)
+    with pytest.raises(CrossRecError, match="no model version 'm-unknown'"):
+        registry.get("m-unknown")

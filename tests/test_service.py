@@ -4,6 +4,7 @@ user vectors, items shared between replicas through the feature store, and versi
 from __future__ import annotations
 
 import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -239,4 +240,30 @@ def test_credentials_by_default_and_only_by_explicit_choice_none(
     with TestClient(app) as client:
         assert client.put("/v1/items/films/open-1", json=item).status_code == 201
         assert client.get("/v1/users/nobody/recommendations?domain=films").status_code == 404
+    backend.close()
+
+
+def test_a_chunked_body_over_the_limit_gets_413(cfg: CrossRecConfig, version: Path) -> None:
+    from fastapi.testclient import TestClient
+
+    from serving.api import create_api
+    from serving.local import LocalBackend
+
+    cfg.serve.api_key, cfg.serve.max_body_bytes = "k", 4096
+    backend = LocalBackend(_service(cfg, version))
+
+    def chunks() -> Iterator[bytes]:  # no Content-Length: the body streams in
+        yield b'{"domain": "films", "query": "'
+        for _ in range(64):
+            yield b"x" * 256
+        yield b'", "k": 3}'
+
+    with TestClient(create_api(backend, cfg)) as client:
+        reply = client.post("/v1/recommendations", content=chunks(),
+                            headers={"content-type": "application/json"})  # fmt: skip
+        assert reply.status_code == 413, reply.text
+        assert reply.json()["error"]["code"] == "body_too_large"
+        assert "serve.max_body_bytes=4096" in reply.json()["error"]["message"]
+        small = client.post("/v1/recommendations", json={"domain": "films", "query": "x", "k": 1})
+        assert small.status_code == 200
     backend.close()
