@@ -13,6 +13,32 @@ from typing import Any
 
 logger = logging.getLogger(__name__)
 
+# Ray's switch for single-machine use (its default on macOS and Windows): the node's address is
+# the loopback address, so GCS, raylet, workers, agents and the dashboard listen on 127.0.0.1
+# only. Without it a local Ray on Linux listens on every interface.
+LOOPBACK_ENV = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
+
+
+@contextmanager
+def loopback_ray() -> Iterator[None]:
+    """While a local Ray starts: every process it launches binds to loopback (they read
+    `LOOPBACK_ENV` at start), as does this driver. A value set by the user is kept."""
+    from ray._private import ray_constants
+
+    if LOOPBACK_ENV in os.environ:
+        yield
+        return
+    previous = ray_constants.ENABLE_RAY_CLUSTER
+    os.environ[LOOPBACK_ENV] = "0"
+    ray_constants.ENABLE_RAY_CLUSTER = False
+    try:
+        yield
+    finally:
+        # The processes started keep it; this process goes back to Ray's default for any
+        # later connection to a real cluster.
+        os.environ.pop(LOOPBACK_ENV, None)
+        ray_constants.ENABLE_RAY_CLUSTER = previous
+
 
 @contextmanager
 def ray_session(
@@ -38,8 +64,9 @@ def ray_session(
             ray.init(address=address, **kwargs)
         else:
             cpus = num_cpus or os.cpu_count() or 1
-            logger.info("starting a local Ray num_cpus=%d", cpus)
-            ray.init(num_cpus=cpus, **kwargs)
+            logger.info("starting a local Ray num_cpus=%d (listening on loopback only)", cpus)
+            with loopback_ray():
+                ray.init(num_cpus=cpus, **kwargs)
         started = True
     # Ray's own SIGTERM handler aborts the process with a C++ stack trace; while this session
     # lasts, SIGTERM instead unwinds Python (stopping what was started here) and exits 143.
