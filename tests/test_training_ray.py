@@ -128,6 +128,21 @@ def test_distributed_checkpoints_load_in_evaluate_and_serving(
     assert model.stage == "adapt"
 
 
+def test_the_run_draws_its_training_curves(
+    two_workers: tuple[Any, list[dict[str, Any]]], storage: Path
+) -> None:
+    run, events = two_workers
+    png = storage / "two-workers" / "curves.png"
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert png.stat().st_size > 5_000  # a drawn figure, not an empty canvas
+    assert any("training curves:" in str(e.get("message", "")) for e in events)
+    # What it was drawn from: one point per epoch of every stage, in order.
+    for stage in run.stages:
+        assert [int(h["epoch"]) for h in stage.history] == list(range(1, stage.epochs + 1))
+        assert all(math.isfinite(h["loss"]) for h in stage.history)
+    assert any("valid_ndcg@10" in h for s in run.stages for h in s.history)
+
+
 def test_a_worker_that_dies_is_replaced_and_the_stage_resumes(
     two_workers: tuple[Any, list[dict[str, Any]]],
     storage: Path,

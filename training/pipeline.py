@@ -37,6 +37,7 @@ from crossrec.errors import ConfigError, CrossRecError
 from crossrec.evaluation import EvaluationRow
 from crossrec.stage_checkpoint import STAGE_FILE
 from crossrec.trainer import json_safe
+from training.curves import CURVES_FILE, draw_curves
 from training.loop import FAULT_ENV
 from training.storage import RunStorage
 
@@ -244,6 +245,10 @@ def _run(cfg: CrossRecConfig, storage: RunStorage, on_event: EventCallback | Non
             run.models[target] = model_uri
     finally:
         pump.close()
+    png = draw_curves(run.stages, title=f"crossrec train --name {name}")
+    if png is not None:
+        storage.write_bytes(CURVES_FILE, png)
+        emit({"event": "message", "message": f"training curves: {storage.uri(CURVES_FILE)}"})
     return run
 
 

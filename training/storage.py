@@ -88,6 +88,18 @@ class RunStorage:
         with self.fs.open_output_stream(target) as handle:
             handle.write(text.encode("utf-8"))
 
+    def write_bytes(self, relative: str, data: bytes) -> None:
+        """Writes a whole file (atomically on local disk)."""
+        target = self.path(relative)
+        self.fs.create_dir(target.rsplit("/", 1)[0], recursive=True)
+        if self.is_local:
+            tmp = f"{target}.tmp-{os.getpid()}"
+            Path(tmp).write_bytes(data)
+            os.replace(tmp, target)
+            return
+        with self.fs.open_output_stream(target) as handle:
+            handle.write(data)
+
     def upload(self, local_dir: Path, relative: str) -> None:
         """Copies a local folder to ``relative`` (a no-op when it is already there)."""
         target = self.path(relative)
