@@ -70,9 +70,9 @@ POPULARITY_BUCKETS = 4
 # KEYS: [the sample stream when ARGV[7] == 'xadd'], then per user: seen, seq, [context when
 # ARGV[5] > 0], then one history key per domain of the user.
 # ARGV: now, ttl, cap, one JSON payload (one argument: cheap to send): per user, per domain, the
-# events as [event_id, ts, member, context piece, sample prefix]; context length (0: no
-# samples), the sample stream's cap, and where samples go ('xadd' here, 'return' to the caller
-# on a cluster, where the stream lives in another slot).
+# events as [event_id, ts, member, context piece, sample prefix, arrival index]; context length
+# (0: no samples), the sample stream's cap, and where samples go ('xadd' here, 'return' to the
+# caller on a cluster, where the stream lives in another slot).
 #
 # Samples: a new event (never one already seen) becomes one next-item sample whose context is the
 # user's newest events before it, across domains. The context ZSET keeps them (score: event
@@ -124,15 +124,7 @@ for _, groups in ipairs(users) do
     new = new + added
   end
   -- Contexts once the whole batch is in: an event's context is every event of the user
-  -- before it in (time, event id) order, whatever order they arrived in; samples go in that
-  -- order too.
-  if #pending > 1 then
-    table.sort(pending, function(a, b)
-      local ta, tb = tonumber(a[2]), tonumber(b[2])
-      if ta ~= tb then return ta < tb end
-      return a[1] < b[1]
-    end)
-  end
+  -- before it in (time, event id) order, whatever order they arrived in.
   for _, ev in ipairs(pending) do
     local ts = tonumber(ev[2])
     local rows = redis.call('ZREVRANGEBYSCORE', ctx, ev[2], '-inf', 'WITHSCORES', 'LIMIT', 0,
@@ -148,12 +140,7 @@ for _, groups in ipairs(users) do
     end
     local ordered = {}
     for j = #pieces, 1, -1 do ordered[#ordered + 1] = pieces[j] end
-    local sample = ev[5] .. table.concat(ordered, ',') .. ']}'
-    if stream then
-      redis.call('XADD', stream, 'MAXLEN', '~', ARGV[6], '*', 's', sample)
-    else
-      samples[#samples + 1] = sample
-    end
+    samples[#samples + 1] = {tonumber(ev[6]), ev[5] .. table.concat(ordered, ',') .. ']}'}
     recorded = recorded + 1
   end
   if new > 0 then
@@ -162,6 +149,14 @@ for _, groups in ipairs(users) do
   end
   redis.call('EXPIRE', seen, ttl)
   total = total + new
+end
+-- Samples go in the batch's arrival order (the buffer's order: the newest are the holdout).
+table.sort(samples, function(a, b) return a[1] < b[1] end)
+if stream then
+  for _, s in ipairs(samples) do
+    redis.call('XADD', stream, 'MAXLEN', '~', ARGV[6], '*', 's', s[2])
+  end
+  samples = {}
 end
 return {total, recorded, samples}
 """
@@ -439,7 +434,9 @@ class RedisFeatureStore(FeatureStore):
         mode = "none" if samples is None else ("return" if self.cfg.cluster else "xadd")
         sampled = None if samples is None else samples.domains
 
-        def payload_of(e: Event) -> list[str]:
+        arrival = {id(e): i for i, e in enumerate(events)}
+
+        def payload_of(e: Event) -> list[Any]:
             if samples is None:
                 return [e.eid, repr(e.ts), _member(e)]
             piece = json.dumps([e.domain, e.iid], separators=(",", ":"))
@@ -447,7 +444,7 @@ class RedisFeatureStore(FeatureStore):
             if sampled is None or e.domain in sampled:
                 head = {"e": e.eid, "u": e.uid, "d": e.domain, "i": e.iid, "t": e.ts}
                 prefix = json.dumps(head, separators=(",", ":"))[:-1] + ',"c":['
-            return [e.eid, repr(e.ts), _member(e), piece, prefix]
+            return [e.eid, repr(e.ts), _member(e), piece, prefix, arrival[id(e)]]
 
         buckets = self._popularity_buckets(now)
         bucket_ttl = self._popularity_bucket_s() * (POPULARITY_BUCKETS + 1) + 1
@@ -457,7 +454,7 @@ class RedisFeatureStore(FeatureStore):
             groups = self._user_groups(list(by_user))
             for users in groups:
                 keys: list[str] = [samples.key] if mode == "xadd" and samples else []
-                payload: list[list[list[list[str]]]] = []
+                payload: list[list[list[list[Any]]]] = []
                 for user in users:
                     per_domain: dict[str, list[Event]] = defaultdict(list)
                     for e in by_user[user]:
@@ -491,7 +488,9 @@ class RedisFeatureStore(FeatureStore):
             if mode == "return" and samples is not None:
                 # A crash between the two steps loses these samples (never the events): the
                 # replay finds the events already written and records nothing.
-                out = [x for r in user_replies for x in r[2]]
+                # Each slot's script returns [arrival index, sample] pairs: merged in arrival order.
+                pairs = sorted((int(i), x) for r in user_replies for i, x in r[2])
+                out = [x for _, x in pairs]
                 if out:
                     self._pipelined(
                         [self._script("append_samples", [samples.key], [samples.max_len, *out])]
