@@ -347,9 +347,13 @@ def test_a_worker_joining_during_a_backlog_loses_nothing(
         wait_for("every event committed", lambda: sum(committed_offsets(cfg).values()) == 6_000,
                  timeout=120)  # fmt: skip
     finally:
-        first.stop()
+        # Both asked at once: one leaving alone sends the other into a rejoin first.
+        for running in (first, second):
+            if running is not None:
+                running.worker.stop()
+        first.stop(90)
         if second is not None:
-            second.stop()
+            second.stop(90)
     assert second is not None
     assert sum(committed_offsets(cfg).values()) == 6_000  # committed = end offsets
     store = RedisFeatureStore.from_config(cfg.feature_store)
@@ -392,8 +396,10 @@ def test_a_rebalance_during_a_redis_outage_loses_nothing(
             everything = lambda: sum(committed_offsets(cfg).values()) == 6_000  # noqa: E731
             wait_for("every event committed", everything, timeout=120)
         finally:
-            first.stop()
-            second.stop()
+            first.worker.stop()
+            second.worker.stop()
+            first.stop(90)
+            second.stop(90)
         store = RedisFeatureStore.from_config(cfg.feature_store)
         assert_exactly_once(store, before + backlog)
         assert first.worker.report.written + second.worker.report.written == 6_000

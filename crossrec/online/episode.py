@@ -85,11 +85,11 @@ def run_drift_episode(
     cfg.registry.root = str(registry_root)
     cfg.online.margin = 0.05  # holdouts of ~200 events measure recall@20 to about +-0.035
     # The shift moves half of the new behaviour to one topic, so a genuine update loses some of
-    # the pre-shift regression score (0.690 -> 0.533-0.597 over eight demo runs, a drop right at
-    # the default 0.15 / 25% bounds), while a corrupted one collapses (0.690 -> 0.05): the
-    # episode's bound sits between the two, 0.3 absolute or 40% of the current score.
+    # the pre-shift regression score (0.690 -> 0.533-0.597 over nine demo runs, drops up to
+    # 0.157, right at the default 0.15 absolute bound), while a corrupted one collapses (0.690 ->
+    # 0.05). The episode lifts the absolute bound to 0.3; the 25% relative bound stays and binds
+    # (0.17 at 0.690; on a small world's weak model, 0.158 -> a drill's 0.107, it still rejects).
     cfg.online.regression_margin = 0.3
-    cfg.online.regression_relative_margin = 0.4
 
     # 1. Backfill; each user's last target event is the regression set.
     regression: list[Sample] = []
