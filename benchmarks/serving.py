@@ -27,7 +27,6 @@ import argparse
 import asyncio
 import json
 import logging
-import os
 import sys
 import tempfile
 import threading
@@ -208,10 +207,10 @@ def main(argv: list[str] | None = None) -> int:
           f"torch threads {cfg.serve.recommender.torch_threads}", flush=True)  # fmt: skip
     cfg.serve.port = free_port()
     # The key check is part of what is measured: user-keyed reads need a key by default.
-    from serving.auth import API_KEY_ENV, with_local_key
+    from serving.auth import configured_key, with_local_key
 
     cfg, _ = with_local_key(cfg)
-    key = cfg.serve.api_key or os.environ.get(API_KEY_ENV, "")
+    key = configured_key(cfg.serve) or ""
     cfg.feature_store.key_prefix = f"bench-serving-{int(time.time())}"
     rows: list[dict[str, Any]] = []
     with tempfile.TemporaryDirectory() as tmp, stream_services(cfg) as services:

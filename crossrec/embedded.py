@@ -512,9 +512,9 @@ class EmbeddedRedisCluster:
 
 
 def _cluster_ok(info: object) -> bool:
-    text = info.decode() if isinstance(info, bytes) else str(info)
-    if isinstance(info, dict):
+    if isinstance(info, dict):  # redis-py parses CLUSTER INFO into a dict
         return info.get("cluster_state") == "ok"
+    text = info.decode() if isinstance(info, bytes) else str(info)
     return "cluster_state:ok" in text
 
 

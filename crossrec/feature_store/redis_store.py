@@ -278,7 +278,6 @@ class RedisFeatureStore(FeatureStore):
             ("append_samples", _APPEND_SAMPLES), ("write_vector", _WRITE_VECTOR),
             ("clear_dirty", _CLEAR_DIRTY),
         )}  # fmt: skip
-        self._clear_dirty = client.register_script(_CLEAR_DIRTY)
 
     @classmethod
     def from_config(cls, cfg: FeatureStoreConfig, url: str | None = None) -> RedisFeatureStore:
@@ -651,7 +650,10 @@ class RedisFeatureStore(FeatureStore):
         for user, mark in claims:
             args += [user, repr(mark)]
         return int(
-            self._call("clear_dirty", lambda: self._clear_dirty(keys=[self.dirty_key], args=args))
+            self._call(
+                "clear_dirty",
+                lambda: self._pipelined([self._script("clear_dirty", [self.dirty_key], args)])[0],
+            )
         )
 
     # ------------------------------------------------------------------ model and items
