@@ -748,8 +748,9 @@ def online_run(
     drill: Annotated[
         str | None,
         typer.Option(
-            help="Gate drill: train the round on corrupted data (shuffle-labels); the "
-            "gate must reject it."
+            help="Gate drill: train the round on corrupted data (shuffle-labels: every label "
+            "on a wrong context; remap-items: every label mapped to another item, as an id "
+            "bug would); the gate must reject it."
         ),
     ] = None,
     ray_address: Annotated[

@@ -335,6 +335,12 @@ class TrainConfig(_Section):
         description="model.ranker=hybrid: share of training users whose last item the towers "
         "never train on; the hybrid ranker learns on those positions.",
     )
+    ranker_holdout_unit: Literal["last-item", "user"] = Field(
+        "last-item",
+        description="What `ranker_holdout` holds out: each drawn user's last item (the towers "
+        "train on the rest of the user), or whole users (the towers never see them, as with a "
+        "new user at serving time; the ranker learns on every target position of theirs).",
+    )
     max_steps_per_epoch: int | None = Field(
         None, ge=1, description="Cap on optimizer steps per epoch (bounds lora/full on CPU)."
     )
@@ -716,6 +722,12 @@ class FeatureStoreConfig(_Section):
     dedupe_ttl_s: int = Field(
         7 * 24 * 3600, ge=1, description="How long an event id is remembered (replay window)."
     )
+    dedupe_max_per_user: int = Field(
+        10_000,
+        ge=1,
+        description="Event ids a user's dedupe set keeps at most (the newest by arrival): a "
+        "flood of events for one user bounds its memory; a replay of an id beyond it counts again.",
+    )
     popularity_half_life_s: float = Field(
         7 * 24 * 3600.0, gt=0.0, description="Popularity halves over this time."
     )
@@ -1005,6 +1017,33 @@ SECRET_FIELDS = (
     ("feature_store", "password"),
 )  # fmt: skip
 URL_FIELDS = (("feature_store", "url"),)
+
+
+SECRET_ENV = {"feature_store": "CROSSREC_REDIS_PASSWORD", "stream": "CROSSREC_KAFKA_PASSWORD"}
+
+
+def secret_environment(cfg: CrossRecConfig) -> dict[str, str]:
+    """The config's service passwords as the environment variables the feature store and the
+    Kafka clients also read (`SECRET_ENV`): how a Ray that crossrec starts hands them to its
+    workers, whose arguments get `CrossRecConfig.public_dump` (Ray stores arguments)."""
+    out: dict[str, str] = {}
+    redis_password = cfg.feature_store.password or url_password(cfg.feature_store.url or "")
+    if redis_password:
+        out[SECRET_ENV["feature_store"]] = redis_password
+    if cfg.stream.sasl_password:
+        out[SECRET_ENV["stream"]] = cfg.stream.sasl_password
+    return out
+
+
+def url_password(url: str) -> str | None:
+    """The password of ``url``'s ``user:password@`` part, if it has one."""
+    _, sep, rest = url.partition("://")
+    netloc = rest.split("/", 1)[0]
+    if not sep or "@" not in netloc:
+        return None
+    user_info = netloc.rpartition("@")[0]
+    _, has_password, password = user_info.partition(":")
+    return password if has_password and password else None
 
 
 def redact_url(url: str, mask: str | None = REDACTED) -> str:

@@ -451,8 +451,16 @@ class CrossRecTrainer:
         cases = []
         for i in sorted(picked.tolist()):
             seq, p = self.sequences[i], cut[i]
-            cases.append((seq[:p], int(seq[p])))
-            self.sequences[i] = seq[:p]
+            if t.ranker_holdout_unit == "user":
+                # The whole user leaves the towers' data; every target position after the
+                # first item is a case (as a new user's requests are at serving time).
+                for q in np.flatnonzero(targets[self.item_domain[seq]]):
+                    if q >= 1:
+                        cases.append((seq[:q], int(seq[q])))
+                self.sequences[i] = seq[:0]
+            else:
+                cases.append((seq[:p], int(seq[p])))
+                self.sequences[i] = seq[:p]
         return cases
 
     # ------------------------------------------------------------------ public

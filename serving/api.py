@@ -9,6 +9,7 @@ bad input gets a 4xx that names the field, never a 5xx.
 from __future__ import annotations
 
 import logging
+import secrets
 from typing import Annotated, Any, Protocol
 
 import numpy as np
@@ -44,7 +45,7 @@ from crossrec.service.schemas import (
     SimilarItemsRequest,
 )
 from crossrec.stream.events import Event
-from serving.auth import resolve_keys
+from serving.auth import Keys, resolve_keys
 
 logger = logging.getLogger(__name__)
 
@@ -147,11 +148,12 @@ def _field_of(loc: tuple[Any, ...]) -> str:
     return out or ".".join(str(p) for p in loc)
 
 
-def create_api(backend: ApiBackend, cfg: CrossRecConfig) -> FastAPI:
+def create_api(backend: ApiBackend, cfg: CrossRecConfig, keys: Keys | None = None) -> FastAPI:
     """The FastAPI app of one replica. Write endpoints need the write key and a stored user's
-    recommendations the read or write key, unless ``serve.auth: none`` (`serving.auth`)."""
+    recommendations the read or write key, unless ``serve.auth: none`` (`serving.auth`).
+    ``keys``: the verifiers to check against (default: those of ``cfg`` and the environment)."""
     serve_cfg = cfg.serve
-    keys = resolve_keys(serve_cfg)
+    keys = keys if keys is not None else resolve_keys(serve_cfg)
     app = FastAPI(
         title="crossrec",
         version=__version__,
@@ -212,6 +214,11 @@ def create_api(backend: ApiBackend, cfg: CrossRecConfig) -> FastAPI:
 
     @app.exception_handler(StarletteHTTPException)
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
+        if exc.status_code == 400 and exc.detail == "There was an error parsing the body":
+            # FastAPI's answer to a body its JSON parser gave up on (e.g. nested thousands deep).
+            return error_response(400, "malformed_json", "the body could not be parsed as JSON "
+                                  "(malformed, or nested deeper than the parser allows)",
+                                  "body")  # fmt: skip
         code = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}.get(
             exc.status_code, "http_error"
         )
@@ -226,8 +233,13 @@ def create_api(backend: ApiBackend, cfg: CrossRecConfig) -> FastAPI:
 
     @app.exception_handler(Exception)
     async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        logger.exception("unexpected error path=%s", request.url.path)
-        return error_response(500, "internal_error", f"{type(exc).__name__}: {exc}")
+        # The details stay in the replica's log: exception text can carry internals (paths,
+        # addresses, data) a client must not see. The reference ties the two together.
+        reference = secrets.token_hex(6)
+        logger.exception("unexpected error path=%s reference=%s", request.url.path, reference)
+        return error_response(500, "internal_error",
+                              f"internal error ({type(exc).__name__}); reference {reference} "
+                              "in the server log")  # fmt: skip
 
     def versioned(response: Response, version: str) -> None:
         response.headers[VERSION_HEADER] = version

@@ -21,6 +21,7 @@ from ray.serve import Application
 from crossrec.config import CrossRecConfig, EncoderConfig, load_config
 from crossrec.models.bundle import checkpoint_dirs
 from crossrec.models.crossrec_model import MANIFEST_FILE
+from serving.auth import resolve_keys
 from serving.deployments import RecommenderDeployment, TextEncoderDeployment
 
 
@@ -69,10 +70,16 @@ def build_application(
     options = cfg.serve.recommender.ray_options()
     if user_config is not None:
         options["user_config"] = user_config
+    # Ray stores a deployment's arguments (the controller's checkpoint, the dashboard): they
+    # get the config without its secrets, and verifiers of the API keys set in the config
+    # rather than the keys. Service passwords reach replicas through their environment
+    # (`crossrec.config.secret_environment`; on KubeRay the Secret), as do keys set only there.
+    keyed = cfg.serve.auth == "key" and bool(cfg.serve.api_key or cfg.serve.read_api_key)
+    keys = resolve_keys(cfg.serve).to_json() if keyed else None
     return (
         cast(Any, RecommenderDeployment)
         .options(**options)
-        .bind(cfg.model_dump(mode="json"), encoder, str(checkpoint) if checkpoint else None)
+        .bind(cfg.public_dump(), encoder, str(checkpoint) if checkpoint else None, keys)
     )
 
 

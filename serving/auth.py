@@ -11,16 +11,19 @@ once, as Jupyter does with its token.
 
 Example:
     >>> cfg, generated = with_local_key(cfg)  # crossrec serve / demo
-    >>> keys = resolve_keys(cfg.serve)          # every replica
+    >>> keys = resolve_keys(cfg.serve)          # the driver: verifiers, not keys
+    >>> keys.allows_write(request_key)          # every replica
 """
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 import logging
 import os
 import secrets
 from dataclasses import dataclass
+from typing import Any
 
 from crossrec.config import CrossRecConfig, ServeConfig
 from crossrec.errors import CrossRecError
@@ -32,11 +35,40 @@ READ_API_KEY_ENV = "CROSSREC_READ_API_KEY"
 
 
 @dataclass(frozen=True)
-class Keys:
-    """The keys one replica checks; ``open`` means ``serve.auth: none``."""
+class Verifier:
+    """Checks a key without holding it: a random salt and the key's HMAC-SHA256 under it.
+    What replicas get (in their Ray arguments, which Ray stores) instead of the key."""
 
-    write: str | None
-    read: str | None
+    salt: bytes
+    digest: bytes
+
+    @classmethod
+    def of(cls, key: str) -> Verifier:
+        salt = secrets.token_bytes(16)
+        return cls(salt, _digest(salt, key))
+
+    def matches(self, given: str) -> bool:
+        return hmac.compare_digest(_digest(self.salt, given), self.digest)
+
+    def to_json(self) -> str:
+        return f"{self.salt.hex()}:{self.digest.hex()}"
+
+    @classmethod
+    def from_json(cls, text: str) -> Verifier:
+        salt, _, digest = text.partition(":")
+        return cls(bytes.fromhex(salt), bytes.fromhex(digest))
+
+
+def _digest(salt: bytes, key: str) -> bytes:
+    return hmac.new(salt, key.encode("utf-8"), hashlib.sha256).digest()
+
+
+@dataclass(frozen=True)
+class Keys:
+    """What one replica checks keys against; ``open`` means ``serve.auth: none``."""
+
+    write: Verifier | None
+    read: Verifier | None
     open: bool = False
 
     def allows_write(self, given: str | None) -> bool:
@@ -45,11 +77,26 @@ class Keys:
     def allows_user_read(self, given: str | None) -> bool:
         return self.open or _same(given, self.write) or _same(given, self.read)
 
+    def to_json(self) -> dict[str, Any]:
+        """Plain data for a replica's arguments: verifiers only, never a key."""
+        return {
+            "open": self.open,
+            "write": self.write.to_json() if self.write else None,
+            "read": self.read.to_json() if self.read else None,
+        }
 
-def _same(given: str | None, key: str | None) -> bool:
-    if given is None or key is None:
+    @classmethod
+    def from_json(cls, data: dict[str, Any]) -> Keys:
+        def verifier(value: Any) -> Verifier | None:
+            return Verifier.from_json(value) if isinstance(value, str) else None
+
+        return cls(verifier(data.get("write")), verifier(data.get("read")), bool(data["open"]))
+
+
+def _same(given: str | None, verifier: Verifier | None) -> bool:
+    if given is None or verifier is None:
         return False
-    return hmac.compare_digest(given.encode("utf-8"), key.encode("utf-8"))
+    return verifier.matches(given)
 
 
 def configured_key(serve: ServeConfig) -> str | None:
@@ -73,7 +120,7 @@ def resolve_keys(serve: ServeConfig) -> Keys:
             "serve.auth: none for a trusted network"
         )
     read = serve.read_api_key or os.environ.get(READ_API_KEY_ENV) or None
-    return Keys(write, read)
+    return Keys(Verifier.of(write), Verifier.of(read) if read else None)
 
 
 def with_local_key(cfg: CrossRecConfig) -> tuple[CrossRecConfig, str | None]:

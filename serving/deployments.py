@@ -30,6 +30,7 @@ from crossrec.service.recommendations import RecommendationService
 from crossrec.stream.events import Event
 from crossrec.stream.runner import publish_model
 from serving.api import create_api
+from serving.auth import Keys
 from serving.local import EventSink
 
 logger = logging.getLogger(__name__)
@@ -89,8 +90,10 @@ class RecommenderDeployment:
         config: dict[str, Any],
         encoder: DeploymentHandle | None = None,
         checkpoint: str | None = None,
+        keys: dict[str, Any] | None = None,
     ) -> None:
         self.cfg = CrossRecConfig.model_validate(config)
+        self.keys = Keys.from_json(keys) if keys is not None else None
         threads = self.cfg.serve.recommender.torch_threads
         if threads:
             torch.set_num_threads(threads)
@@ -114,7 +117,7 @@ class RecommenderDeployment:
         self._watcher.start()
 
     def __serve_build_asgi_app__(self) -> Any:
-        return create_api(self, self.cfg)
+        return create_api(self, self.cfg, self.keys)
 
     # ------------------------------------------------------------------ ApiBackend
     async def encode(self, texts: list[str]) -> np.ndarray:

@@ -15,7 +15,7 @@ from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
-from crossrec.config import CrossRecConfig
+from crossrec.config import CrossRecConfig, secret_environment
 from crossrec.errors import CrossRecError
 from crossrec.feature_store.redis_store import RedisFeatureStore
 from crossrec.ray_runtime import ray_session
@@ -68,6 +68,15 @@ def serve_app(
                            "(crossrec sets them only for a Ray it starts)")  # fmt: skip
         else:
             os.environ.update(HAPROXY_ENV)
+    secret_env = secret_environment(cfg)
+    if secret_env and not ray.is_initialized() and not cfg.serve.ray_address:
+        # A Ray started here inherits this environment: the replicas' only way to the
+        # passwords, which their arguments do not carry.
+        os.environ.update(secret_env)
+    elif any(os.environ.get(k) != v for k, v in secret_env.items()):
+        logger.warning("the config's service passwords reach Serve replicas only through "
+                       "their environment (%s): set them in the Ray cluster's environment",
+                       ", ".join(sorted(secret_env)))  # fmt: skip
     with ray_session(cfg.serve.ray_address):
         serve.start(http_options={"host": cfg.serve.host, "port": cfg.serve.port,
                                   "request_timeout_s": cfg.serve.request_timeout_s})  # fmt: skip

@@ -146,7 +146,7 @@ def test_demo_runs_on_a_small_world(tmp_path: Path) -> None:
     assert "holdout recall@20" in gate
     assert "regression" in gate
     assert "gate: promoted m-" in gate  # the genuine round must pass, not just run
-    assert "a corrupted update (labels shuffled): rejected" in result.output
+    assert "a corrupted update (item ids remapped): rejected" in result.output
     (model_dir,) = tmp_path.glob("demo-*/models/films")
     assert (model_dir / "manifest.json").is_file()
 

@@ -119,6 +119,19 @@ def test_histories_are_capped_newest_kept_and_ordered_by_event_time(redis_server
     assert [h.timestamp for h in history] == sorted(h.timestamp for h in history)
 
 
+def test_a_flood_for_one_user_keeps_its_memory_bounded(redis_server) -> None:  # type: ignore[no-untyped-def]
+    store = _store(redis_server, history_length=20, dedupe_max_per_user=300)
+    for start in range(0, 3000, 500):  # 3,000 events for one user, in six batches
+        result = store.write_events([_event(i) for i in range(start, start + 500)])
+        assert result.written == 500
+    seen = store.user_key("u1", "seen")
+    assert store.client.zcard(seen) == 300  # not 3,000
+    assert len(store.history("u1", "films")) == 20
+    # The newest ids still dedupe; another user is untouched.
+    assert store.write_events([_event(2999)]).duplicates == 1
+    assert store.write_events([_event(0, user="u2")]).written == 1
+
+
 def test_popularity_is_weighted_and_halves_each_half_life(redis_server) -> None:  # type: ignore[no-untyped-def]
     store = _store(redis_server, popularity_half_life_s=3600.0)
     store.write_events([

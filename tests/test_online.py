@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+import numpy as np
 import pytest
 from typer.testing import CliRunner
 
@@ -31,6 +32,7 @@ from crossrec.models.crossrec_model import CrossRecModel
 from crossrec.online.finetune import (
     CandidateResult,
     TargetResult,
+    corrupt_labels,
     evaluate_samples,
     model_samples,
 )
@@ -54,6 +56,23 @@ def test_samples_round_trip_and_bad_lines_name_file_and_line(tmp_path: Path) -> 
     path.write_text(samples[0].to_json() + "\n" + '{"e": "x"}\n')
     with pytest.raises(DataError, match=r"set\.jsonl:2: not a sample \(KeyError"):
         read_samples(path)
+
+
+def test_drills_corrupt_labels_as_documented() -> None:
+    pool = np.arange(100, 150)
+    targets = np.array([100, 100, 100, 101, 102, 103, 104, 105, 100, 101])
+    shuffled = corrupt_labels(targets, pool, "shuffle-labels", np.random.default_rng(0))
+    assert sorted(shuffled) == sorted(targets)  # the same labels, on other contexts
+    assert not np.array_equal(shuffled, targets)
+    remapped = corrupt_labels(targets, pool, "remap-items", np.random.default_rng(0))
+    # One mapping for every label, a bijection inside the domain: item 100's popularity moves
+    # with it to another item.
+    pairs = set(zip(targets.tolist(), remapped.tolist(), strict=True))
+    assert len(pairs) == len(set(targets.tolist())) == len({b for _, b in pairs})
+    assert set(remapped.tolist()) <= set(pool.tolist())
+    assert not np.array_equal(remapped, targets)
+    with pytest.raises(ValueError, match="unknown drill 'x'; known: shuffle-labels, remap-items"):
+        corrupt_labels(targets, pool, "x", np.random.default_rng(0))
 
 
 def _result(

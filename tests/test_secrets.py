@@ -89,3 +89,31 @@ def test_a_redis_error_shows_no_password(tmp_path: Path) -> None:
     with pytest.raises(FeatureStoreError) as down:
         store.history("u", "films")
     assert not _leaks(str(down.value))
+
+
+def test_serve_replicas_get_verifiers_and_no_secret_in_their_arguments(tmp_path: Path) -> None:
+    """Ray stores a deployment's arguments: the bound application carries the config without
+    its secrets and verifiers of the API keys; the passwords travel by environment."""
+    import cloudpickle
+
+    from crossrec.config import secret_environment
+    from serving.app import build_application
+    from serving.auth import Keys
+
+    cfg = _config(tmp_path)
+    app = build_application(cfg)
+    stored = cloudpickle.dumps(app).decode("latin-1")
+    assert not _leaks(stored)
+    keys_arg = app._bound_deployment.init_args[3]  # (config, encoder, checkpoint, keys)
+    keys = Keys.from_json(keys_arg)
+    assert keys.allows_write(SECRETS["serve.api_key"])
+    assert not keys.allows_write(SECRETS["serve.read_api_key"])  # the read key cannot write
+    assert keys.allows_user_read(SECRETS["serve.read_api_key"])
+    assert not keys.allows_user_read("guess")
+    assert not keys.allows_write(None)
+    assert secret_environment(cfg) == {
+        "CROSSREC_REDIS_PASSWORD": SECRETS["feature_store.password"],
+        "CROSSREC_KAFKA_PASSWORD": SECRETS["stream.sasl_password"],
+    }
+    cfg.feature_store.password = None  # then the URL's password is the one
+    assert secret_environment(cfg)["CROSSREC_REDIS_PASSWORD"] == "url-SECRET5"  # noqa: S105

@@ -267,3 +267,59 @@ def test_a_chunked_body_over_the_limit_gets_413(cfg: CrossRecConfig, version: Pa
         small = client.post("/v1/recommendations", json={"domain": "films", "query": "x", "k": 1})
         assert small.status_code == 200
     backend.close()
+
+
+def test_hostile_requests_get_a_clear_4xx_and_errors_keep_their_internals(
+    cfg: CrossRecConfig, version: Path, monkeypatch: pytest.MonkeyPatch,
+    caplog: pytest.LogCaptureFixture,
+) -> None:  # fmt: skip
+    """Metacharacter and 10 kB ids, deep nesting and oversized bodies each get a 4xx naming
+    what was wrong; an unexpected failure answers 500 without its exception text, which stays
+    in the replica's log under the reference the client gets."""
+    from urllib.parse import quote
+
+    from fastapi.testclient import TestClient
+
+    from serving.api import create_api
+    from serving.local import LocalBackend
+
+    cfg.serve.api_key, cfg.serve.max_body_bytes = "k", 64 * 1024
+    key = {"X-API-Key": "k"}
+    service = _service(cfg, version)
+    backend = LocalBackend(service)
+    with TestClient(create_api(backend, cfg), raise_server_exceptions=False) as client:
+        before = client.get("/v1/model").json()["domains"]["films"]
+        for user in ("a{b}:*", "new\nline", "x" * 10_000):
+            reply = client.get(f"/v1/users/{quote(user, safe='')}/recommendations",
+                               params={"domain": "films"},
+                               headers=key)  # fmt: skip
+            assert reply.status_code in (404, 422), (user[:20], reply.text)
+            assert reply.json()["error"]["field"] == "user_id"  # unknown, or refused by form
+        long_id = client.put("/v1/items/films/" + "y" * 10_000, json={"title": "t"}, headers=key)
+        assert long_id.status_code == 422
+        assert "item_id" in long_id.json()["error"]["message"]
+        deep = b"[" * 20_000 + b'"x"' + b"]" * 20_000
+        nested = client.post("/v1/recommendations",
+                             content=b'{"domain": "films", "k": 3, "query": ' + deep + b"}",
+                             headers={"content-type": "application/json"})  # fmt: skip
+        assert nested.status_code == 400, nested.text
+        assert nested.json()["error"]["code"] == "malformed_json"
+        assert "nested deeper" in nested.json()["error"]["message"]
+        big = client.post("/v1/events", json={"events": [{"x": "y" * 1024}] * 100}, headers=key)
+        assert big.status_code == 413
+        assert big.json()["error"]["code"] == "body_too_large"
+        assert client.get("/v1/model").json()["domains"]["films"] == before  # nothing written
+
+        def broken(*args: object, **kwargs: object) -> None:
+            raise RuntimeError("internal detail /srv/secret-path")
+
+        monkeypatch.setattr(service, "info", broken)
+        with caplog.at_level("ERROR", logger="serving.api"):
+            reply = client.get("/v1/model")
+        assert reply.status_code == 500
+        message = reply.json()["error"]["message"]
+        assert "secret-path" not in message
+        reference = message.split("reference ")[1].split()[0]
+        assert reference in caplog.text
+        assert "secret-path" in caplog.text
+    backend.close()

@@ -32,7 +32,12 @@ CONFIG = {
               "max_failures": 1},
     "encoder": {"ray_min_items": 0, "ray_actors": 2},
     "eval": {"protocols": ["full"]},
+    # Secrets a deployment's config file would hold: none may reach a file or a log line.
+    "serve": {"api_key": "write-key-SECRET1"},
+    "feature_store": {"password": "redis-SECRET4",
+                      "url": "redis://crossrec:url-SECRET5@127.0.0.1:6390/0"},
 }  # fmt: skip
+SECRETS = ("write-key-SECRET1", "redis-SECRET4", "url-SECRET5")
 
 
 @pytest.fixture(scope="module")
@@ -69,8 +74,51 @@ def _train(cfg: CrossRecConfig, name: str) -> tuple[Any, list[dict[str, Any]]]:
 def two_workers(
     ray_address: str, storage: Path, tmp_path_factory: pytest.TempPathFactory
 ) -> tuple[Any, list[dict[str, Any]]]:
+    import logging
+
     cfg, _ = _config(storage, tmp_path_factory.mktemp("two"))
-    return _train(cfg, "two-workers")
+    lines: list[str] = []
+
+    class Collect(logging.Handler):
+        def emit(self, record: logging.LogRecord) -> None:
+            lines.append(self.format(record))
+
+    handler = Collect(logging.DEBUG)
+    root = logging.getLogger()
+    previous = root.level
+    root.addHandler(handler)
+    root.setLevel(logging.DEBUG)
+    try:
+        run, events = _train(cfg, "two-workers")
+    finally:
+        root.removeHandler(handler)
+        root.setLevel(previous)
+    LOG_LINES.extend(lines)
+    return run, events
+
+
+LOG_LINES: list[str] = []  # the two-worker run's driver log (every level)
+
+
+def test_no_secret_in_a_run_folder_its_log_or_the_ray_workers_logs(
+    two_workers: tuple[Any, list[dict[str, Any]]], storage: Path
+) -> None:
+    import ray
+
+    assert LOG_LINES  # the driver logged the run
+    assert not [line for line in LOG_LINES if any(s in line for s in SECRETS)]
+    files = [p for p in (storage / "two-workers").rglob("*") if p.is_file()]
+    assert files
+    for path in files:
+        text = path.read_bytes().decode("latin-1")
+        assert not [s for s in SECRETS if s in text], path
+    # The Ray Train workers' own logs (this session's): their arguments and log lines.
+    session = Path(ray._private.worker._global_node.get_session_dir_path())
+    logs = [p for p in (session / "logs").rglob("*") if p.is_file()]
+    assert logs
+    for path in logs:
+        text = path.read_bytes().decode("latin-1")
+        assert not [s for s in SECRETS if s in text], path
 
 
 def _adapt(run: Any) -> Any:

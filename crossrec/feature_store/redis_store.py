@@ -71,8 +71,9 @@ POPULARITY_BUCKETS = 4
 # ARGV[5] > 0], then one history key per domain of the user.
 # ARGV: now, ttl, cap, one JSON payload (one argument: cheap to send): per user, per domain, the
 # events as [event_id, ts, member, context piece, sample prefix, arrival index]; context length
-# (0: no samples), the sample stream's cap, and where samples go ('xadd' here, 'return' to the
-# caller on a cluster, where the stream lives in another slot).
+# (0: no samples), the sample stream's cap, where samples go ('xadd' here, 'return' to the
+# caller on a cluster, where the stream lives in another slot), and how many event ids a user's
+# dedupe set keeps at most.
 #
 # Samples: a new event (never one already seen) becomes one next-item sample whose context is the
 # user's newest events before it, across domains. The context ZSET keeps them (score: event
@@ -85,6 +86,7 @@ local cap = tonumber(ARGV[3])
 local users = cjson.decode(ARGV[4])
 local n = tonumber(ARGV[5])
 local mode = ARGV[7]
+local seen_cap = tonumber(ARGV[8])
 local k = 1
 local stream
 if mode == 'xadd' then
@@ -146,6 +148,8 @@ for _, groups in ipairs(users) do
   if new > 0 then
     redis.call('INCRBY', seq, new)
     if n > 0 then redis.call('ZREMRANGEBYRANK', ctx, 0, -(n + 1)) end
+    -- A flood for one user keeps only the newest ids (by arrival): memory per user is bounded.
+    redis.call('ZREMRANGEBYRANK', seen, 0, -(seen_cap + 1))
   end
   redis.call('EXPIRE', seen, ttl)
   total = total + new
@@ -468,7 +472,7 @@ class RedisFeatureStore(FeatureStore):
                     payload.append(groups_of_user)
                 max_len = samples.max_len if samples is not None else 0
                 args = [now, ttl, self.cfg.history_length, json.dumps(payload), n_ctx, max_len,
-                        mode]  # fmt: skip
+                        mode, self.cfg.dedupe_max_per_user]  # fmt: skip
                 ops.append(self._script("write_users", keys, args))
             for domain, evs in by_domain.items():
                 keys = [self.pop_key(domain, "z"), self.pop_key(domain, "t0")]

@@ -9,7 +9,7 @@ catches up, through the real stream, learner, registry and serving paths.
    ``online.every_samples`` samples arrived; the gate compares candidate and served version on
    the newest events and the regression set, and promotes the candidate; serving follows.
 4. The next (not streamed) event of every user scores frozen against online version; a
-   corrupted update (labels shuffled) is rejected; a rollback restores the previous version.
+   corrupted update (item ids remapped) is rejected; a rollback restores the previous version.
 """
 
 from __future__ import annotations
@@ -203,17 +203,19 @@ def run_drift_episode(
     echo(f"       Recall@20 on each user's next {target} event (not streamed, {len(post)} "
          f"users): frozen {frozen:.3f} -> online {online:.3f}")  # fmt: skip
 
-    # 5. A corrupted update: the shift's events again, with their labels shuffled. The window
-    # is rewound so the drill does not depend on how many samples the first round left over.
+    # 5. A corrupted update: the shift's events again, each label remapped to another item (an
+    # id-mapping bug; shuffling the labels keeps the trend's popularity, and on a small world's
+    # weak model that passed the gate at random). The window is rewound so the drill does not
+    # depend on how many samples the first round left over.
     if shift_start is not None:
         learner.buffer.set_cursor(shift_start)
     _wait("the shift's samples", lambda: len(learner.pending()) >= len(streamed), 120)
-    drill = learner.run_round(force=True, drill="shuffle-labels")
+    drill = learner.run_round(force=True, drill="remap-items")
     if drill is None:
         raise CrossRecError(f"demo: the corrupted-update round did not run "
                             f"({len(learner.pending())} new samples)")  # fmt: skip
     kept = store.current_model()
-    echo(f"       a corrupted update (labels shuffled): {drill.summary()}; served version "
+    echo(f"       a corrupted update (item ids remapped): {drill.summary()}; served version "
          f"stays {kept.version if kept else '-'}")  # fmt: skip
     if outcome.accepted:
         back = learner.registry.rollback(store)

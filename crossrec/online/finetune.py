@@ -35,7 +35,12 @@ from crossrec.trainer import ADAPTER_PARAMETERS
 
 logger = logging.getLogger(__name__)
 
-DRILLS = ("shuffle-labels",)
+# Corrupted rounds the gate must reject. ``shuffle-labels`` puts every label on a wrong context
+# (the labels' popularity stays, so a shift that is mostly a popularity trend survives it in
+# part); ``remap-items`` maps every label through one random permutation of the domain's items,
+# as an item-id mapping bug would: the learned transitions and the trend both land on the
+# wrong items.
+DRILLS = ("shuffle-labels", "remap-items")
 
 
 @dataclass
@@ -151,6 +156,18 @@ class FineTuneReport:
     seconds: float = 0.0
 
 
+def corrupt_labels(
+    targets: np.ndarray, pool: np.ndarray, drill: str, rng: np.random.Generator
+) -> np.ndarray:
+    """The labels of a drill round (see `DRILLS`); ``pool`` holds the domain's item indices."""
+    if drill == "shuffle-labels":
+        return rng.permutation(targets)  # every label on a wrong context
+    if drill == "remap-items":
+        mapping = dict(zip(pool.tolist(), rng.permutation(pool).tolist(), strict=True))
+        return np.array([mapping.get(int(t), int(t)) for t in targets], dtype=targets.dtype)
+    raise ValueError(f"unknown drill {drill!r}; known: {', '.join(DRILLS)}")
+
+
 def fine_tune(
     model: CrossRecModel,
     data: ModelSamples,
@@ -167,10 +184,8 @@ def fine_tune(
     rng = np.random.default_rng(cfg.seed)
     torch.manual_seed(cfg.seed)
     targets = data.targets
-    if drill == "shuffle-labels":
-        targets = rng.permutation(targets)  # a corrupted update: every label on a wrong context
-    elif drill is not None:
-        raise ValueError(f"unknown drill {drill!r}; known: {', '.join(DRILLS)}")
+    if drill is not None:
+        targets = corrupt_labels(targets, model.domain_items(domain).cpu().numpy(), drill, rng)
     # With the hybrid ranker, a share of the round's samples never reaches the towers: the
     # ranker is refitted on them afterwards, so it learns how far to trust the updated towers
     # (as in training, only on positions they did not train on).
