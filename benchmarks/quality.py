@@ -26,6 +26,7 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 
@@ -74,6 +75,14 @@ def model_config(name: str, cfg: CrossRecConfig, quick: bool) -> CrossRecConfig:
     return with_overrides(cfg, extra, origin=f"benchmark settings for {name}") if extra else cfg
 
 
+def load_charts() -> Any:
+    """``benchmarks/charts.py``, beside this script (imported only when a chart is drawn)."""
+    import importlib
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    return importlib.import_module("charts")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--dataset", required=True, choices=sorted(DATASETS))
@@ -85,6 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--quick", action="store_true", help="finish in under 3 minutes")
     parser.add_argument("--json", type=Path, help="write result rows here")
+    parser.add_argument("--plot", type=Path, help="draw NDCG@10 per model and domain (PNG)")
     parser.add_argument(
         "--cold-items",
         action="store_true",
@@ -195,6 +205,10 @@ def main(argv: list[str] | None = None) -> int:
     print(f"\nwall time: {wall:.1f}s")
     if args.json:
         print(f"wrote {args.json}")
+    if args.plot:
+        rows = [r.to_dict() for r in run.rows]
+        load_charts().quality_chart(rows, args.plot, title=f"{args.dataset}: NDCG@10 (test)")
+        print(f"wrote {args.plot}")
     return 0
 
 

@@ -186,10 +186,19 @@ def prepare(cfg: CrossRecConfig, root: Path) -> Path:
     return version
 
 
+def load_charts() -> Any:
+    """``benchmarks/charts.py``, beside this script (imported only when a chart is drawn)."""
+    import importlib
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    return importlib.import_module("charts")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="3 s per level instead of 10 s.")
     parser.add_argument("--json", type=Path, help="Also write the rows to this file.")
+    parser.add_argument("--plot", type=Path, help="Draw latency and QPS against clients (PNG).")
     parser.add_argument("--clients", default="1,8,32", help="Client counts (comma-separated).")
     parser.add_argument("--seconds", type=float, help="Measuring time per level.")
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="a.b=c")
@@ -263,6 +272,9 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         args.json.write_text(json.dumps({"rows": rows}, indent=2) + "\n")
         print(f"wrote {args.json}")
+    if args.plot:
+        load_charts().serving_chart(rows, args.plot)
+        print(f"wrote {args.plot}")
     return 0
 
 

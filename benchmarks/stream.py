@@ -158,12 +158,23 @@ def table(result: dict[str, Any]) -> str:
     return "\n".join(lines)
 
 
+def load_charts() -> Any:
+    """``benchmarks/charts.py``, beside this script (imported only when a chart is drawn)."""
+    import importlib
+
+    sys.path.insert(0, str(Path(__file__).parent))
+    return importlib.import_module("charts")
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("--quick", action="store_true", help="20k events, 100 probes.")
     parser.add_argument("--events", type=int, help="Events for the throughput phase.")
     parser.add_argument("--probes", type=int, help="Freshness probes.")
     parser.add_argument("--json", type=Path, help="Write the result to this JSON file.")
+    parser.add_argument("--batch-sizes", help="Throughput at each of these stream.batch_size "
+                        "values too (comma-separated), e.g. 100,500,2000.")  # fmt: skip
+    parser.add_argument("--plot", type=Path, help="Draw throughput against batch size (PNG).")
     parser.add_argument("--set", action="append", default=[], help="Config override a.b=c.")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.WARNING)
@@ -187,6 +198,16 @@ def main(argv: list[str] | None = None) -> int:
               flush=True)  # fmt: skip
         tp = throughput(run_cfg.model_copy(deep=True), n, domains)
         print(f"  {tp['events_per_s_per_worker']:,.0f} events/s", flush=True)
+        by_batch = [{"batch_size": run_cfg.stream.batch_size,
+                     "events_per_s_per_worker": tp["events_per_s_per_worker"]}]  # fmt: skip
+        for size in [int(b) for b in (args.batch_sizes or "").split(",") if b.strip()]:
+            if size == run_cfg.stream.batch_size:
+                continue
+            sized = run_cfg.model_copy(deep=True)
+            sized.stream.batch_size = size
+            rate = throughput(sized, n, domains)["events_per_s_per_worker"]
+            by_batch.append({"batch_size": size, "events_per_s_per_worker": rate})
+            print(f"  batch_size={size}: {rate:,.0f} events/s", flush=True)
         print(f"freshness: {probes} probes, updates.mode={run_cfg.stream.updates.mode}", flush=True)
         fr = freshness(run_cfg.model_copy(deep=True), probes, Path(tmp), domains)
     result = {
@@ -195,10 +216,14 @@ def main(argv: list[str] | None = None) -> int:
         "events": n,
         "probes": fr["probes"],
         "batch_size": cfg.stream.batch_size,
+        "by_batch_size": sorted(by_batch, key=lambda r: r["batch_size"]),
     }
     if args.json:
         args.json.write_text(json.dumps(result, indent=2) + "\n")
     print(table(result))
+    if args.plot:
+        load_charts().stream_chart(result["by_batch_size"], args.plot)
+        print(f"wrote {args.plot}")
     return 0
 
 

@@ -790,6 +790,11 @@ def online_run(
             stack.enter_context(ray_session(ray_address or cfg.train.ray_address))
             runner = ray_runner(cfg.online)
         learner = OnlineLearner(cfg, store, runner=runner)
+        if cfg.online.metrics_port is not None:
+            learner.metrics.serve(cfg.online.metrics_port, cfg.online.metrics_host)
+            stack.callback(learner.metrics.close)
+            typer.echo(f"metrics: http://{cfg.online.metrics_host}:{cfg.online.metrics_port}"
+                       "/metrics")  # fmt: skip
         if now or drill is not None:
             outcome = learner.run_round(force=True, drill=drill)
             if outcome is None:

@@ -335,6 +335,11 @@ class TrainConfig(_Section):
         description="model.ranker=hybrid: share of training users whose last item the towers "
         "never train on; the hybrid ranker learns on those positions.",
     )
+    tensorboard: bool = Field(
+        False,
+        description="Log each epoch's loss and validation NDCG@10 to TensorBoard (RUN/"
+        "tensorboard; needs the tensorboard extra). curves.png is drawn either way.",
+    )
     ranker_holdout_unit: Literal["last-item", "user"] = Field(
         "last-item",
         description="What `ranker_holdout` holds out: each drawn user's last item (the towers "
@@ -376,7 +381,7 @@ class TrainConfig(_Section):
 # each other and share results.
 RUNTIME_TRAIN_FIELDS = frozenset(
     {"num_workers", "use_gpu", "resources_per_worker", "accelerator_type", "max_failures",
-     "checkpoints_to_keep", "ray_address", "storage_path"}
+     "checkpoints_to_keep", "ray_address", "storage_path", "tensorboard"}
 )  # fmt: skip
 
 
@@ -898,6 +903,14 @@ class OnlineConfig(_Section):
     )
     num_cpus: float = Field(1.0, gt=0, description="CPUs of the Ray task (runner=ray).")
     num_gpus: float = Field(0.0, ge=0, description="GPUs of the Ray task (runner=ray).")
+    metrics_port: int | None = Field(
+        None,
+        ge=0,
+        le=65535,
+        description="Prometheus /metrics port of `crossrec online run` (rounds, gate scores, "
+        "promotions, pending samples); None: off.",
+    )
+    metrics_host: str = Field("127.0.0.1", description="Address the /metrics server binds.")
     poll_s: float = Field(1.0, gt=0, description="How often `crossrec online` checks the buffer.")
     seed: int = Field(0, description="Seed of replay draws, batches and negatives.")
 

@@ -89,3 +89,17 @@ def _exit_on_sigterm(signum: int, frame: object) -> None:
     TERMINATED.set()
     logger.warning("SIGTERM: stopping Ray and everything started here, then exiting")
     raise SystemExit(128 + signum)
+
+
+def metrics_url() -> str | None:
+    """Where this node's Ray exports Prometheus metrics (every custom metric of its workers,
+    Serve replicas' included), or None without a Ray session here."""
+    import ray
+
+    if not ray.is_initialized():
+        return None
+    node = getattr(ray._private.worker, "_global_node", None)  # None when connected by address
+    port = getattr(node, "metrics_export_port", None)
+    if node is None or not port:
+        return None
+    return f"http://{node.node_ip_address}:{port}/metrics"

@@ -46,6 +46,7 @@ from crossrec.service.schemas import (
 )
 from crossrec.stream.events import Event
 from serving.auth import Keys, resolve_keys
+from serving.metrics import RequestMetrics, ServingMetrics
 
 logger = logging.getLogger(__name__)
 
@@ -148,10 +149,16 @@ def _field_of(loc: tuple[Any, ...]) -> str:
     return out or ".".join(str(p) for p in loc)
 
 
-def create_api(backend: ApiBackend, cfg: CrossRecConfig, keys: Keys | None = None) -> FastAPI:
+def create_api(
+    backend: ApiBackend,
+    cfg: CrossRecConfig,
+    keys: Keys | None = None,
+    metrics: ServingMetrics | None = None,
+) -> FastAPI:
     """The FastAPI app of one replica. Write endpoints need the write key and a stored user's
     recommendations the read or write key, unless ``serve.auth: none`` (`serving.auth`).
-    ``keys``: the verifiers to check against (default: those of ``cfg`` and the environment)."""
+    ``keys``: the verifiers to check against (default: those of ``cfg`` and the environment);
+    ``metrics``: where requests are recorded (a Serve replica's; None records nothing)."""
     serve_cfg = cfg.serve
     keys = keys if keys is not None else resolve_keys(serve_cfg)
     app = FastAPI(
@@ -165,6 +172,8 @@ def create_api(backend: ApiBackend, cfg: CrossRecConfig, keys: Keys | None = Non
         },
     )
     app.add_middleware(BodyLimit, limit=serve_cfg.max_body_bytes)
+    if metrics is not None:  # outermost: refused bodies count too
+        app.add_middleware(RequestMetrics, metrics=metrics)
     service = backend.service
 
     def _given(key: str | None, token: HTTPAuthorizationCredentials | None) -> str | None:
@@ -281,6 +290,8 @@ def create_api(backend: ApiBackend, cfg: CrossRecConfig, keys: Keys | None = Non
             user_id, domain, k=k, exclude_seen=exclude_seen, explain=explain
         )
         versioned(response, result.model_version)
+        if metrics is not None:
+            metrics.user_vector(result.user_vector)
         return result
 
     @app.post("/v1/recommendations", response_model=Recommendations, tags=["recommendations"])
@@ -293,6 +304,8 @@ def create_api(backend: ApiBackend, cfg: CrossRecConfig, keys: Keys | None = Non
         vector = (await backend.encode([body.query]))[0] if body.query else None
         result = service.recommend_cold(body, vector)
         versioned(response, result.model_version)
+        if metrics is not None:
+            metrics.user_vector(result.user_vector)
         return result
 
     @app.post("/v1/similar-items", response_model=SimilarItems, tags=["items"])

@@ -32,6 +32,7 @@ from crossrec.stream.runner import publish_model
 from serving.api import create_api
 from serving.auth import Keys
 from serving.local import EventSink
+from serving.metrics import ServingMetrics
 
 logger = logging.getLogger(__name__)
 
@@ -113,11 +114,17 @@ class RecommenderDeployment:
         else:
             logger.warning("no current model version in the feature store and no checkpoint: "
                            "not ready until one is published")  # fmt: skip
+        self.metrics: ServingMetrics | None = None
+        try:
+            self.metrics = ServingMetrics()
+        except Exception:  # metrics are an aid: a replica serves without them
+            logger.exception("serving metrics unavailable")
+        self._report_model()
         self._watcher = threading.Thread(target=self._watch, daemon=True, name="model-watcher")
         self._watcher.start()
 
     def __serve_build_asgi_app__(self) -> Any:
-        return create_api(self, self.cfg, self.keys)
+        return create_api(self, self.cfg, self.keys, self.metrics)
 
     # ------------------------------------------------------------------ ApiBackend
     async def encode(self, texts: list[str]) -> np.ndarray:
@@ -151,6 +158,13 @@ class RecommenderDeployment:
                 return
             old = self.service.swap(served)
             logger.info("model version swapped %s -> %s", old, served.version)
+        self._report_model()
+
+    def _report_model(self) -> None:
+        current = self.service.current
+        if self.metrics is not None and current is not None:
+            self.metrics.model(current.version, current.sizes())
+            self.metrics.new_item_lags(self.service.take_new_item_lags())
 
     def _follow_pointer(self) -> None:
         pointer = self.store.current_model()
@@ -163,8 +177,8 @@ class RecommenderDeployment:
         next_model = time.monotonic() + serve_cfg.model_check_s
         while not self._stop.wait(serve_cfg.new_items_check_s):
             try:
-                if self.service.ready:
-                    self.service.sync_new_items()
+                if self.service.ready and self.service.sync_new_items():
+                    self._report_model()
                 if self._pinned is None and time.monotonic() >= next_model:
                     next_model = time.monotonic() + serve_cfg.model_check_s
                     self._follow_pointer()

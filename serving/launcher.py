@@ -18,7 +18,7 @@ from pathlib import Path
 from crossrec.config import CrossRecConfig, secret_environment
 from crossrec.errors import CrossRecError
 from crossrec.feature_store.redis_store import RedisFeatureStore
-from crossrec.ray_runtime import ray_session
+from crossrec.ray_runtime import metrics_url, ray_session
 from crossrec.stream.runner import current_version, stop_on_signals
 from crossrec.stream.services import stream_services
 
@@ -135,6 +135,8 @@ def run_server(
             with serve_app(cfg, pointer.uri) as url, stop_on_signals(stop.set):
                 echo(f"serving crossrec at {url}  (OpenAPI: {url}/docs, {url}/openapi.json)")
                 echo(f"  try: curl '{url}/v1/model'")
+                if (metrics := metrics_url()) is not None:
+                    echo(f"  metrics (Prometheus, from every replica): {metrics}")
                 if generated is not None:
                     for line in describe_key(url, generated):
                         echo(line)

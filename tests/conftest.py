@@ -120,3 +120,13 @@ def trained_version(trained_split: Split, tmp_path_factory: pytest.TempPathFacto
     root = tmp_path_factory.mktemp("trained") / "v1"
     rec.models["films"].save_pretrained(root / "films")
     return root
+
+
+def init_local_ray(num_cpus: int = 2) -> None:
+    """A test's local Ray, on loopback only (as every Ray crossrec starts)."""
+    import ray
+
+    from crossrec.ray_runtime import loopback_ray
+
+    with loopback_ray():
+        ray.init(num_cpus=num_cpus, include_dashboard=False, log_to_driver=False)

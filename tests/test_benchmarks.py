@@ -19,6 +19,20 @@ def _module(name: str) -> ModuleType:
     return module
 
 
+PNG = b"\x89PNG\r\n\x1a\n"
+
+
+def test_serving_and_stream_charts_are_pngs_of_their_rows(tmp_path: Path) -> None:
+    charts = _module("charts")
+    rows = [{"mode": m, "clients": c, "p50_ms": 2.0 * c, "p99_ms": 5.0 * c, "qps": 100.0 * c}
+            for m in ("in_process", "serve") for c in (1, 8, 32)]  # fmt: skip
+    assert charts.serving_chart(rows, tmp_path / "s.png").read_bytes().startswith(PNG)
+    sizes = [{"batch_size": b, "events_per_s_per_worker": 10.0 * b} for b in (100, 500)]
+    assert charts.stream_chart(sizes, tmp_path / "t.png").read_bytes().startswith(PNG)
+    with pytest.raises(ValueError, match="no rows with protocol='full' and slice='all'"):
+        charts.quality_chart([], tmp_path / "q.png")
+
+
 def _quality() -> ModuleType:
     return _module("quality")
 
@@ -32,12 +46,13 @@ def test_real_dataset_skipped_without_data(
 
 
 def test_synthetic_rows_written(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
-    out = tmp_path / "rows.json"
+    out, chart = tmp_path / "rows.json", tmp_path / "chart.png"
     code = _quality().main(
         ["--dataset", "synthetic", "--quick", "--models", "popularity,itemknn", "--json", str(out),
-         "--set", "data.synthetic.num_users=150"]
+         "--set", "data.synthetic.num_users=150", "--plot", str(chart)]
     )  # fmt: skip
     assert code == 0
+    assert chart.read_bytes().startswith(PNG)
     rows = json.loads(out.read_text())
     assert {r["model"] for r in rows} == {"popularity", "itemknn"}
     assert {r["protocol"] for r in rows} == {"full", "sampled"}

@@ -41,7 +41,7 @@ from crossrec.online.samples import Sample, read_samples, write_samples
 from crossrec.stream.events import Event, EventProducer
 from crossrec.stream.runner import publish_model
 from crossrec.stream.worker import StreamWorker
-from tests.conftest import services_config, unique
+from tests.conftest import init_local_ray, services_config, unique
 from tests.test_stream import WorkerThread, wait_for
 
 TREND = "horror"
@@ -304,6 +304,8 @@ def test_online_updates_beat_the_frozen_model_after_a_shift(world: World) -> Non
     current = world.store.current_model()
     assert current is not None
     assert current.version == second.version
+    assert world.learner.metrics.value("crossrec_online_promotions_total") == 2.0
+    assert world.learner.metrics.value("crossrec_online_promoted_timestamp") > 0
     # Lineage: v1 -> first -> second, each with its data window and gate scores.
     registry = world.learner.registry
     record = registry.get(second.version)
@@ -392,7 +394,7 @@ def test_a_corrupted_update_is_rejected_and_nothing_changes(world: World) -> Non
     _stream(world, 1)
     before = world.store.current_model()
     registered = [r.version for r in world.learner.registry.list()]
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    init_local_ray()
     try:
         learner = OnlineLearner(world.cfg, world.store, runner=ray_runner(world.cfg.online))
         outcome = learner.run_round(force=True, drill="shuffle-labels")
@@ -402,6 +404,15 @@ def test_a_corrupted_update_is_rejected_and_nothing_changes(world: World) -> Non
     assert not outcome.accepted
     assert outcome.version is None
     assert outcome.drill == "shuffle-labels"
+    # The learner's Prometheus metrics tell the same story (`crossrec online run` serves them).
+    m = learner.metrics
+    assert m.value("crossrec_online_rounds_total", outcome="drill_rejected") == 1.0
+    assert m.value("crossrec_online_rounds_total", outcome="promoted") == 0.0
+    for set_name in ("holdout", "regression"):
+        for model in ("current", "candidate"):
+            got = m.value("crossrec_online_gate_score", domain="films", set=set_name, model=model)
+            assert got == pytest.approx(outcome.scores["films"][set_name][model])
+    assert m.value("crossrec_online_round_seconds_count") == 1.0
     # Rejected for a drop on the recent holdout, the fixed regression set, or both (the hybrid
     # ranker's co-visitation features can hold the regression set up while the towers are
     # corrupted; the holdout then catches it).

@@ -29,7 +29,7 @@ from crossrec.models.crossrec_model import WEIGHTS_FILE, CrossRecModel
 from crossrec.stream.events import Event, EventProducer
 from crossrec.stream.runner import publish_model
 from crossrec.stream.worker import StreamWorker
-from tests.conftest import services_config, unique
+from tests.conftest import init_local_ray, services_config, unique
 from tests.test_stream import WorkerThread, wait_for
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
@@ -80,7 +80,7 @@ def api(cfg: CrossRecConfig, versions: dict[str, Path]) -> Iterator[str]:
 
     from serving.launcher import serve_app
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    init_local_ray()
     try:
         with serve_app(cfg, versions["v1"], ready_timeout_s=240) as url:
             yield url
@@ -160,6 +160,69 @@ def test_openapi_and_model_version(
     assert pointer.version == version_of(versions["v1"])
     assert client.get("/v1/healthz").json() == {"status": "ok"}
     assert client.get("/v1/readyz").json()["status"] == "ok"
+
+
+def test_prometheus_export_has_request_latency_by_endpoint_and_the_model_version(
+    client: httpx.Client, versions: dict[str, Path]
+) -> None:
+    """Ray's Prometheus endpoint carries the replica's metrics (`serving.metrics`): the latency
+    histogram labelled by route template, method and status; requests by model version; the
+    served version and its index sizes."""
+    from crossrec.ray_runtime import metrics_url
+
+    url = metrics_url()
+    assert url is not None
+    assert url.startswith("http://127.0.0.1:")  # a Ray started for tests is on loopback
+    body = {"domain": "films", "query": "a voyage to the stars", "k": 3}
+    for _ in range(3):
+        assert client.post("/v1/recommendations", json=body).status_code == 200
+    user = unique("metrics-user")
+    assert _recs(client, user).status_code == 404  # unknown: no events stored
+    assert client.get("/v1/model").status_code == 200
+    version = version_of(versions["v1"])
+    users_route = 'endpoint="/v1/users/{user_id}/recommendations"'
+    wanted = {
+        "latency": lambda line: (
+            line.startswith("ray_crossrec_serve_request_seconds_bucket{")
+            and 'endpoint="/v1/recommendations"' in line
+            and 'method="POST"' in line
+            and 'status="200"' in line
+            and 'deployment="Recommender"' in line
+        ),
+        "requests": lambda line: (
+            line.startswith("ray_crossrec_serve_requests_total{")
+            and 'endpoint="/v1/model"' in line
+            and f'model_version="{version}"' in line
+        ),
+        "unknown user": lambda line: (
+            line.startswith("ray_crossrec_serve_requests_total{")
+            and users_route in line
+            and 'status="404"' in line
+        ),
+        "model": lambda line: (
+            line.startswith("ray_crossrec_serve_model_loaded{")
+            and f'model_version="{version}"' in line
+            and line.endswith(" 1.0")
+        ),
+        "index": lambda line: (
+            line.startswith("ray_crossrec_serve_index_items{") and 'domain="films"' in line
+        ),
+        "source": lambda line: (
+            line.startswith("ray_crossrec_serve_user_vectors_total{") and 'source="query"' in line
+        ),
+    }
+    found: dict[str, str] = {}
+    deadline = time.monotonic() + 90  # Ray reports worker metrics every few seconds
+    while time.monotonic() < deadline and len(found) < len(wanted):
+        text = httpx.get(url, timeout=10).text
+        for line in text.splitlines():
+            for name, match in wanted.items():
+                if name not in found and match(line):
+                    found[name] = line
+        time.sleep(2)
+    assert set(found) == set(wanted), sorted(set(wanted) - set(found))
+    assert user not in found["unknown user"]  # the route's template, never a raw user id
+    assert found["index"].endswith(" 200.0")
 
 
 def test_an_event_reaches_the_next_recommendation(

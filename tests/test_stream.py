@@ -31,7 +31,7 @@ from crossrec.stream.events import Event, EventProducer
 from crossrec.stream.runner import publish_model
 from crossrec.stream.updates import history_context
 from crossrec.stream.worker import FAULT_ENV, FAULT_EXIT_CODE, StreamWorker
-from tests.conftest import unique
+from tests.conftest import init_local_ray, unique
 
 pytestmark = pytest.mark.integration
 
@@ -440,7 +440,7 @@ def test_two_ray_workers_share_the_partitions_without_duplicates(
     events = events_for(4_000, users=200)
     result: dict[str, Any] = {}
     stop = threading.Event()
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    init_local_ray()
     try:
 
         def run() -> None:

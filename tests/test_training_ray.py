@@ -21,6 +21,7 @@ from crossrec.cli import app
 from crossrec.config import CrossRecConfig, load_config
 from crossrec.models.crossrec_model import CrossRecModel
 from crossrec.models.recommender import CrossRecRecommender
+from tests.conftest import init_local_ray
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]
 
@@ -44,7 +45,7 @@ SECRETS = ("write-key-SECRET1", "redis-SECRET4", "url-SECRET5")
 def ray_address() -> Iterator[str]:
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    init_local_ray()
     try:
         yield str(ray.get_runtime_context().gcs_address)
     finally:
@@ -76,7 +77,7 @@ def two_workers(
 ) -> tuple[Any, list[dict[str, Any]]]:
     import logging
 
-    cfg, _ = _config(storage, tmp_path_factory.mktemp("two"))
+    cfg, _ = _config(storage, tmp_path_factory.mktemp("two"), tensorboard=True)
     lines: list[str] = []
 
     class Collect(logging.Handler):
@@ -189,6 +190,16 @@ def test_the_run_draws_its_training_curves(
         assert [int(h["epoch"]) for h in stage.history] == list(range(1, stage.epochs + 1))
         assert all(math.isfinite(h["loss"]) for h in stage.history)
     assert any("valid_ndcg@10" in h for s in run.stages for h in s.history)
+    # train.tensorboard: the same points as TensorBoard scalars, one run per target/stage.
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+
+    for stage in run.stages:
+        board = EventAccumulator(str(storage / "two-workers" / "tensorboard" / stage.target
+                                     / stage.stage)).Reload()  # fmt: skip
+        loss = board.Scalars("loss")
+        assert [e.step for e in loss] == list(range(1, stage.epochs + 1))
+        assert [e.value for e in loss] == pytest.approx([h["loss"] for h in stage.history])
+    assert any("TensorBoard: tensorboard --logdir" in str(e.get("message", "")) for e in events)
 
 
 def test_a_worker_that_dies_is_replaced_and_the_stage_resumes(

@@ -25,6 +25,7 @@ from crossrec.tuning import (
     parse_search_space,
     search_space_for,
 )
+from tests.conftest import init_local_ray
 
 runner = CliRunner()
 
@@ -136,7 +137,7 @@ CONFIG = {
 def local_ray() -> Iterator[None]:
     import ray
 
-    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    init_local_ray()
     try:
         yield
     finally:

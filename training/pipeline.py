@@ -229,7 +229,21 @@ def _run(cfg: CrossRecConfig, storage: RunStorage, on_event: EventCallback | Non
     )  # fmt: skip
     run = TrainingRun(name=name, storage=storage, split=split)
     split_ref, vectors_ref = ray.put(split), ray.put(vectors)
-    pump = _ProgressPump(on_event)
+    board = None
+    if cfg.train.tensorboard:
+        from training.tensorboard import TENSORBOARD_DIR, TensorBoardLogger
+
+        logdir = storage.local_path(TENSORBOARD_DIR) or Path(TENSORBOARD_DIR) / name
+        board = TensorBoardLogger(logdir)
+        emit({"event": "message", "message": f"TensorBoard: tensorboard --logdir {logdir}"})
+
+        def both(event: dict[str, Any]) -> None:
+            board.event(event)
+            emit(event)
+
+        pump = _ProgressPump(both)
+    else:
+        pump = _ProgressPump(on_event)
     try:
         for target in split.target_domains:
             previous: str | None = None
@@ -245,6 +259,8 @@ def _run(cfg: CrossRecConfig, storage: RunStorage, on_event: EventCallback | Non
             run.models[target] = model_uri
     finally:
         pump.close()
+        if board is not None:
+            board.close()
     png = draw_curves(run.stages, title=f"crossrec train --name {name}")
     if png is not None:
         storage.write_bytes(CURVES_FILE, png)

@@ -42,6 +42,7 @@ from crossrec.config import CrossRecConfig, OnlineConfig
 from crossrec.errors import CrossRecError
 from crossrec.feature_store.base import FeatureStore
 from crossrec.online.finetune import CandidateResult, RoundData, train_candidate
+from crossrec.online.metrics import OnlineMetrics
 from crossrec.online.samples import (
     RedisSampleBuffer,
     Sample,
@@ -176,6 +177,7 @@ class OnlineLearner:
         self.buffer = buffer or RedisSampleBuffer(store, cfg.online)
         self.registry = registry or ModelRegistry(cfg.registry.root)
         self.runner: CandidateRunner = runner or train_candidate
+        self.metrics = OnlineMetrics()
         self._last_round = time.monotonic()
         self._regression: list[Sample] | None = None
 
@@ -240,6 +242,7 @@ class OnlineLearner:
                         self.ocfg.regression_size)  # fmt: skip
             return None
         new = self.pending()
+        self.metrics.pending(len(new))
         if len(new) < self.ocfg.min_samples or not (force or self.due(len(new))):
             return None
         self._last_round = time.monotonic()
@@ -284,6 +287,9 @@ class OnlineLearner:
         if drill is None:
             self.buffer.set_cursor(train_part[-1][0])  # the holdout trains next round
         self.buffer.log_decision(outcome.to_json())
+        self.metrics.round(outcome)
+        if drill is None:
+            self.metrics.pending(len(new) - len(train_part))
         log = logger.info if accepted else logger.warning
         log("online round %s", outcome.summary())
         return outcome

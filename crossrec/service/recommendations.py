@@ -76,6 +76,7 @@ class RecommendationService:
         self.serve = cfg.serve
         self.store = store
         self._model = model
+        self._new_item_lags: list[float] = []
 
     # ------------------------------------------------------------------ versions
     @property
@@ -141,9 +142,19 @@ class RecommendationService:
                 )
                 served.new_items_cursor[domain] = rows[-1][0]
                 applied += len(items)
+                now = time.time()
+                # A stream entry's id starts with its write time in milliseconds.
+                self._new_item_lags += [now - int(str(r[0]).split("-")[0]) / 1000 for r in rows]
+                del self._new_item_lags[:-1000]
                 if len(rows) < _NEW_ITEMS_PAGE:
                     break
         return applied
+
+    def take_new_item_lags(self) -> list[float]:
+        """Seconds from each newly applied item's write to its application, since the last
+        call (for the serving metrics)."""
+        lags, self._new_item_lags = self._new_item_lags, []
+        return lags
 
     def uses_shared_encoder(self, identity: tuple[str, str, bool, int] | None) -> bool:
         """Whether text for this version may be encoded by a shared encoder with ``identity``

@@ -162,6 +162,10 @@ def run_stream_session(
                 EventProducer(cfg.stream, linger_ms=0) as producer,
             ):
                 echo(f"       serving at {url} (OpenAPI at {url}/docs)")
+                from crossrec.ray_runtime import metrics_url
+
+                if (metrics := metrics_url()) is not None:
+                    echo(f"       metrics (Prometheus, every replica's): {metrics}")
                 if generated is not None:
                     for line in describe_key(url, generated, target):
                         echo(f"       {line}")
