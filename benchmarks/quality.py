@@ -187,7 +187,8 @@ def main(argv: list[str] | None = None) -> int:
         f"text_part={m.text_part} id_embeddings={m.id_embeddings} id_dropout={m.id_dropout} "
         f"loss={t.loss} full_softmax_max_items={t.full_softmax_max_items} "
         f"negatives={t.num_negatives} lr={t.lr} batch={t.batch_size} max_epochs={t.max_epochs} "
-        f"patience={t.patience} ranker={m.ranker} ranker_holdout={t.ranker_holdout}"
+        f"patience={t.patience} ranker={m.ranker} ranker_holdout={t.ranker_holdout} "
+        f"({t.ranker_holdout_unit})"
     )
     print(f"baseline settings: sasrec / sasrec-mixed: {cfg.baselines.sasrec.model_dump()}")
     print(f"overrides: {args.overrides or 'none'}")

@@ -332,8 +332,8 @@ class TrainConfig(_Section):
         0.1,
         ge=0.0,
         lt=1.0,
-        description="model.ranker=hybrid: share of training users whose last item the towers "
-        "never train on; the hybrid ranker learns on those positions.",
+        description="model.ranker=hybrid: share of training users held out of the towers' "
+        "data for the hybrid ranker to learn on (see ranker_holdout_unit).",
     )
     tensorboard: bool = Field(
         False,
@@ -341,7 +341,7 @@ class TrainConfig(_Section):
         "tensorboard; needs the tensorboard extra). curves.png is drawn either way.",
     )
     ranker_holdout_unit: Literal["last-item", "user"] = Field(
-        "last-item",
+        "user",
         description="What `ranker_holdout` holds out: each drawn user's last item (the towers "
         "train on the rest of the user), or whole users (the towers never see them, as with a "
         "new user at serving time; the ranker learns on every target position of theirs).",
@@ -580,6 +580,11 @@ class ServeConfig(_Section):
     )
     new_items_check_s: float = Field(
         0.5, gt=0, description="How often replicas pick up items other replicas added."
+    )
+    metrics: bool = Field(
+        True,
+        description="Replicas record request, model and index metrics through Ray Serve's "
+        "metrics API (exported by Ray's Prometheus endpoint; see serving/metrics.py).",
     )
     haproxy: bool = Field(
         False,

@@ -115,10 +115,11 @@ class RecommenderDeployment:
             logger.warning("no current model version in the feature store and no checkpoint: "
                            "not ready until one is published")  # fmt: skip
         self.metrics: ServingMetrics | None = None
-        try:
-            self.metrics = ServingMetrics()
-        except Exception:  # metrics are an aid: a replica serves without them
-            logger.exception("serving metrics unavailable")
+        if self.cfg.serve.metrics:
+            try:
+                self.metrics = ServingMetrics()
+            except Exception:  # metrics are an aid: a replica serves without them
+                logger.exception("serving metrics unavailable")
         self._report_model()
         self._watcher = threading.Thread(target=self._watch, daemon=True, name="model-watcher")
         self._watcher.start()
