@@ -61,7 +61,14 @@ def ray_session(
         kwargs: dict[str, Any] = {"log_to_driver": log_to_driver, "include_dashboard": False}
         if address:
             logger.info("connecting to Ray address=%s", address)
-            ray.init(address=address, **kwargs)
+            if _is_loopback(address):
+                # A Ray on loopback (one crossrec or a test started): this driver must take
+                # the loopback address as its node's too, or Ray swaps 127.0.0.1 for the
+                # machine's address and never reaches the GCS.
+                with loopback_ray():
+                    ray.init(address=address, **kwargs)
+            else:
+                ray.init(address=address, **kwargs)
         else:
             cpus = num_cpus or os.cpu_count() or 1
             logger.info("starting a local Ray num_cpus=%d (listening on loopback only)", cpus)
@@ -79,6 +86,11 @@ def ray_session(
             signal.signal(signal.SIGTERM, previous if previous is not None else signal.SIG_DFL)
         if started:
             ray.shutdown()
+
+
+def _is_loopback(address: str) -> bool:
+    host = address.split("://", 1)[-1].rsplit(":", 1)[0].strip("[]")
+    return host in ("localhost", "::1") or host.startswith("127.")
 
 
 TERMINATED = threading.Event()
