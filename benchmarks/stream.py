@@ -203,8 +203,13 @@ def main(argv: list[str] | None = None) -> int:
         for size in [int(b) for b in (args.batch_sizes or "").split(",") if b.strip()]:
             if size == run_cfg.stream.batch_size:
                 continue
+            # Each size on its own topic and keys: a fresh backlog of new events, as above.
             sized = run_cfg.model_copy(deep=True)
             sized.stream.batch_size = size
+            sized.stream.topic = f"{run_cfg.stream.topic}-batch-{size}"
+            sized.feature_store.key_prefix = f"{run_cfg.feature_store.key_prefix}-batch-{size}"
+            if services.kafka is not None:
+                services.kafka.create_topic(sized.stream.topic, run_cfg.stream.partitions)
             rate = throughput(sized, n, domains)["events_per_s_per_worker"]
             by_batch.append({"batch_size": size, "events_per_s_per_worker": rate})
             print(f"  batch_size={size}: {rate:,.0f} events/s", flush=True)

@@ -146,10 +146,11 @@ for _, groups in ipairs(users) do
     recorded = recorded + 1
   end
   if new > 0 then
-    redis.call('INCRBY', seq, new)
+    local count = redis.call('INCRBY', seq, new)
     if n > 0 then redis.call('ZREMRANGEBYRANK', ctx, 0, -(n + 1)) end
     -- A flood for one user keeps only the newest ids (by arrival): memory per user is bounded.
-    redis.call('ZREMRANGEBYRANK', seen, 0, -(seen_cap + 1))
+    -- Only users with more events than the cap ever pay for the trim.
+    if count > seen_cap then redis.call('ZREMRANGEBYRANK', seen, 0, -(seen_cap + 1)) end
   end
   redis.call('EXPIRE', seen, ttl)
   total = total + new
