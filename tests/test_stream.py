@@ -402,7 +402,13 @@ def test_a_rebalance_during_a_redis_outage_loses_nothing(
             second.stop(90)
         store = RedisFeatureStore.from_config(cfg.feature_store)
         assert_exactly_once(store, before + backlog)
-        assert first.worker.report.written + second.worker.report.written == 6_000
+        # Every event was written by one of them: a batch whose write landed while its reply
+        # was lost to the outage is retried and then reads as duplicates (once seen in a
+        # fresh-clone run: 5,508 + 297 written, 195 duplicates after 2 retries), never as a
+        # second write (the store holds each event exactly once, above).
+        a, b = first.worker.report, second.worker.report
+        assert a.written + b.written <= 6_000
+        assert a.written + b.written + a.duplicates + b.duplicates >= 6_000
         assert len(first.worker.report.committed) == 4  # it took the other's partitions
 
 
