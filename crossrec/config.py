@@ -335,16 +335,16 @@ class TrainConfig(_Section):
         description="model.ranker=hybrid: share of training users held out of the towers' "
         "data for the hybrid ranker to learn on (see ranker_holdout_unit).",
     )
-    tensorboard: bool = Field(
-        False,
-        description="Log each epoch's loss and validation NDCG@10 to TensorBoard (RUN/"
-        "tensorboard; needs the tensorboard extra). curves.png is drawn either way.",
-    )
     ranker_holdout_unit: Literal["last-item", "user"] = Field(
         "user",
         description="What `ranker_holdout` holds out: each drawn user's last item (the towers "
         "train on the rest of the user), or whole users (the towers never see them, as with a "
         "new user at serving time; the ranker learns on every target position of theirs).",
+    )
+    tensorboard: bool = Field(
+        False,
+        description="Log each epoch's loss and validation NDCG@10 to TensorBoard (RUN/"
+        "tensorboard; needs the tensorboard extra). curves.png is drawn either way.",
     )
     max_steps_per_epoch: int | None = Field(
         None, ge=1, description="Cap on optimizer steps per epoch (bounds lora/full on CPU)."

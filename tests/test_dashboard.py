@@ -12,12 +12,11 @@ from prometheus_client import CollectorRegistry
 from crossrec.config import load_config
 from crossrec.online.metrics import OnlineMetrics
 from crossrec.stream.metrics import StreamMetrics
-from serving.metrics import METRIC_KINDS, exported_names
+from serving.metrics import METRIC_KINDS, SUFFIXES, exported_names
 
 ROOT = Path(__file__).resolve().parents[1]
 DASHBOARD = ROOT / "cluster" / "grafana" / "crossrec-dashboard.json"
 METRIC = re.compile(r"\b(?:ray_)?crossrec_[a-z0-9_]+\b")
-SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",)}
 
 
 def _registry_names(registry: CollectorRegistry) -> set[str]:

@@ -22,7 +22,9 @@ import logging
 import time
 from typing import TYPE_CHECKING, Any
 
-from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, start_http_server
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram
+
+from crossrec.stream.metrics import close_server, serve_registry
 
 if TYPE_CHECKING:
     from crossrec.online.learner import RoundOutcome
@@ -83,11 +85,9 @@ class OnlineMetrics:
 
     def serve(self, port: int, host: str = "127.0.0.1") -> None:
         """Serves ``/metrics`` on ``host:port`` (a daemon thread)."""
-        self._server = start_http_server(port, addr=host, registry=self.registry)
+        self._server = serve_registry(self.registry, port, host)
         logger.info("online learner metrics on http://%s:%d/metrics", host, port)
 
     def close(self) -> None:
-        if isinstance(self._server, tuple):
-            self._server[0].shutdown()
-            self._server[0].server_close()
+        close_server(self._server)
         self._server = None

@@ -82,12 +82,23 @@ class StreamMetrics:
 
     def serve(self, port: int, host: str = "127.0.0.1") -> None:
         """Serves ``/metrics`` over HTTP on ``host:port`` (a daemon thread)."""
-        self._server = start_http_server(port, addr=host, registry=self.registry)
+        self._server = serve_registry(self.registry, port, host)
         logger.info("prometheus metrics on http://%s:%d/metrics worker=%s", host, port,
                     self.worker)  # fmt: skip
 
     def close(self) -> None:
-        if isinstance(self._server, tuple):  # prometheus_client >= 0.17 returns (server, thread)
-            self._server[0].shutdown()
-            self._server[0].server_close()
+        close_server(self._server)
         self._server = None
+
+
+def serve_registry(registry: CollectorRegistry, port: int, host: str) -> Any:
+    """Serves ``registry`` on ``http://host:port/metrics`` (a daemon thread); the handle is
+    for `close_server`."""
+    return start_http_server(port, addr=host, registry=registry)
+
+
+def close_server(server: Any) -> None:
+    """Stops a `serve_registry` server (None: nothing to stop)."""
+    if isinstance(server, tuple):  # prometheus_client >= 0.17 returns (server, thread)
+        server[0].shutdown()
+        server[0].server_close()
