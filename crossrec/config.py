@@ -311,7 +311,10 @@ class TrainConfig(_Section):
         "the sampled softmax.",
     )
     num_negatives: int = Field(
-        1024, ge=1, description="Sampled negatives per step (infonce, and the sampled softmax)."
+        4096,
+        ge=1,
+        description="Sampled negatives per step (infonce, and the sampled softmax; 4,096 beat "
+        "1,024 on Food-Kitchen validation, where Kitchen's 27.6k items take the sampled softmax).",
     )
     id_lr: float | None = Field(
         None, gt=0, description="Learning rate of the item ID embeddings (None = `lr`)."

@@ -58,7 +58,7 @@ CROSSREC_SPACE: dict[str, dict[str, Any]] = {
     "model.dim": {"choice": [32, 64, 128]},
     "model.dropout": {"uniform": [0.0, 0.4]},
     "model.temperature": {"loguniform": [0.03, 0.2]},
-    "train.num_negatives": {"choice": [256, 512, 1024, 2048]},
+    "train.num_negatives": {"choice": [256, 1024, 4096]},
     "train.max_epochs": {"choice": [10, 20, 40]},
     "model.id_embeddings": {"choice": [True, False]},
     "model.id_dropout": {"uniform": [0.0, 0.3]},
