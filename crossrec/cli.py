@@ -44,6 +44,13 @@ SetOpt = Annotated[
     list[str] | None,
     typer.Option("--set", help="Override a config value: section.field=value (repeatable)."),
 ]
+JsonOpt = Annotated[
+    bool, typer.Option("--json", help="Print one JSON document to stdout, nothing else.")
+]
+OutputOpt = Annotated[
+    Path | None,
+    typer.Option("--output", "-o", help="Also write the result as JSON to this file."),
+]
 FormatOpt = Annotated[
     str,
     typer.Option(
@@ -52,20 +59,34 @@ FormatOpt = Annotated[
 ]
 
 
-def _fail(message: str) -> None:
+# Exit status: 0 done, 1 a runtime error (data, services, models), 2 bad usage (options,
+# config values, unknown names), 130 Ctrl-C, 143 SIGTERM.
+EXIT_RUNTIME = 1
+EXIT_USAGE = 2
+
+
+def _fail(message: str, code: int = EXIT_USAGE) -> None:
     typer.echo(f"error: {message}", err=True)
-    raise typer.Exit(2)
+    raise typer.Exit(code)
+
+
+def exit_code(exc: CrossRecError) -> int:
+    """2 for what the command line or config got wrong, 1 for what went wrong running it."""
+    from crossrec.errors import ConfigError, UnknownFormatError
+
+    return EXIT_USAGE if isinstance(exc, ConfigError | UnknownFormatError) else EXIT_RUNTIME
 
 
 def handle_errors(fn: F) -> F:
-    """Turns crossrec errors into one clear line on stderr and exit code 2 (no traceback)."""
+    """Turns crossrec errors into one clear line on stderr (no traceback) and the exit status
+    of their kind (`exit_code`)."""
 
     @wraps(fn)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return fn(*args, **kwargs)
         except CrossRecError as exc:
-            _fail(str(exc))
+            _fail(str(exc), exit_code(exc))
         except KeyboardInterrupt:
             typer.echo("interrupted", err=True)
             raise typer.Exit(130) from None
@@ -80,6 +101,19 @@ def handle_errors(fn: F) -> F:
     return wrapper  # type: ignore[return-value]
 
 
+def _emit(doc: Any, as_json: bool, output: Path | None = None) -> None:
+    """Writes ``doc`` to ``output`` (JSON) and, with ``as_json``, prints it as one JSON document
+    on stdout."""
+    text = json.dumps(doc, indent=2, default=str)
+    if output is not None:
+        output.parent.mkdir(parents=True, exist_ok=True)
+        output.write_text(text + "\n")
+        if not as_json:
+            typer.echo(f"wrote {output}")
+    if as_json:
+        typer.echo(text)
+
+
 def _load(config: Path | None, overrides: list[str] | None, **data: Any):  # type: ignore[no-untyped-def]
     from crossrec.config import load_config
     from crossrec.data.loaders import get_loader
@@ -90,11 +124,23 @@ def _load(config: Path | None, overrides: list[str] | None, **data: Any):  # typ
     return load_config(config, [*(overrides or []), *extra])
 
 
+def _print_version(value: bool) -> None:
+    if value:
+        typer.echo(__version__)
+        raise typer.Exit()
+
+
 @app.callback()
 def main_options(
     log_level: Annotated[
         str, typer.Option("--log-level", help="debug, info, warning or error.")
     ] = "warning",
+    version: Annotated[
+        bool,
+        typer.Option(
+            "--version", callback=_print_version, is_eager=True, help="Print the version and exit."
+        ),
+    ] = False,
 ) -> None:
     """crossrec: recommend in a sparse target domain with what language models and rich source
     domains know."""
@@ -137,7 +183,8 @@ def config_reference_cmd() -> None:
 def data_inspect(
     path: Annotated[Path, typer.Argument(help="Dataset directory (or file, for table data).")],
     format: FormatOpt = "llmcdsr",  # noqa: A002 - the option is called --format
-    as_json: Annotated[bool, typer.Option("--json", help="Print one JSON object.")] = False,
+    as_json: JsonOpt = False,
+    output: OutputOpt = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
 ) -> None:
@@ -148,8 +195,8 @@ def data_inspect(
     stats = load_dataset(cfg.data, path).stats()
     stats["path"] = str(path)
     stats["format"] = format
+    _emit(stats, as_json, output)
     if as_json:
-        typer.echo(json.dumps(stats))
         return
     typer.echo(f"{stats['name']} ({format}) at {path}")
     typer.echo(
@@ -203,9 +250,8 @@ def evaluate(
     rank: Annotated[
         bool, typer.Option("--rank", help="Checkpoints: score with retrieve+rank.")
     ] = False,
-    json_file: Annotated[
-        Path | None, typer.Option("--json", help="Also write the result rows to this JSON file.")
-    ] = None,
+    as_json: JsonOpt = False,
+    output: OutputOpt = None,
     config: ConfigOpt = None,
     set_: SetOpt = None,
 ) -> None:
@@ -240,11 +286,9 @@ def evaluate(
         cfg = _load(config, set_, format=format)
         dataset = load_dataset(cfg.data, data)
         rows = run_models(cfg, [name], dataset, protocols=protocols).rows
-    typer.echo(format_rows(rows, cfg.eval.ks, cfg.eval.num_negatives))
-    if json_file is not None:
-        json_file.parent.mkdir(parents=True, exist_ok=True)
-        json_file.write_text(json.dumps([r.to_dict() for r in rows], indent=2))
-        typer.echo(f"wrote {json_file}")
+    if not as_json:
+        typer.echo(format_rows(rows, cfg.eval.ks, cfg.eval.num_negatives))
+    _emit([r.to_dict() for r in rows], as_json, output)
 
 
 @app.command()
@@ -289,6 +333,23 @@ def train(
     local: Annotated[
         bool, typer.Option("--local", help="Train in this process, without Ray.")
     ] = False,
+    data: Annotated[Path | None, typer.Option("--data", help="Dataset path (data.path).")] = None,
+    fmt: Annotated[
+        str | None,
+        typer.Option(
+            "--format",
+            "-f",
+            help="Format of --data (data.format): movielens, amazon, llmcdsr, recbole, table.",
+        ),
+    ] = None,
+    as_json: Annotated[
+        bool,
+        typer.Option(
+            "--json",
+            help="Print the summary (test rows, model locations) as one JSON document on "
+            "stdout; progress goes to stderr.",
+        ),
+    ] = False,
 ) -> None:
     """Train the cross-domain model on Ray Train: the stages of train.stages per target domain
     (default: one joint stage over every domain's sequences; or pretrain on the source domains
@@ -309,14 +370,25 @@ def train(
         overrides.append("train.use_gpu=true")
     if storage:
         overrides.append(f"train.storage_path={storage}")
-    cfg = _load(config, overrides)
+    if (data is None) != (fmt is None):
+        _fail("--data and --format go together (e.g. --data ../shared/data/ml-100k --format "
+              "movielens)")  # fmt: skip
+    cfg = _load(config, overrides, format=fmt, path=data)
+
+    def progress(line: str) -> None:
+        typer.echo(line, err=as_json)
+
     if local:
         from crossrec.experiments import train_crossrec
 
         result = train_crossrec(
             cfg, output or Path("checkpoints/crossrec"),
-            on_epoch=lambda record: typer.echo(describe_epoch(record)),
+            on_epoch=lambda record: progress(describe_epoch(record)),
         )  # fmt: skip
+        if as_json:
+            _emit({"rows": [r.to_dict() for r in result.rows],
+                   "models": {t: str(p) for t, p in result.checkpoints.items()}}, True)  # fmt: skip
+            return
         typer.echo(format_rows(result.rows, cfg.eval.ks, cfg.eval.num_negatives))
         for target, path in result.checkpoints.items():
             typer.echo(f"checkpoint for {target}: {path}")
@@ -327,7 +399,7 @@ def train(
     verbose = logging.getLogger().getEffectiveLevel() <= logging.DEBUG
     try:
         run = run_training(
-            cfg, name=run_name, on_event=lambda event: typer.echo(describe_event(event)),
+            cfg, name=run_name, on_event=lambda event: progress(describe_event(event)),
             log_to_driver=verbose,
         )  # fmt: skip
     except (KeyboardInterrupt, SystemExit):
@@ -337,12 +409,16 @@ def train(
         typer.echo(f"{'terminated (SIGTERM)' if TERMINATED.is_set() else 'interrupted'}; rerun "
                    f"the same command (--name {run_name}) to resume", err=True)  # fmt: skip
         raise typer.Exit(143 if TERMINATED.is_set() else 130) from None
-    typer.echo(format_rows(run.rows, cfg.eval.ks, cfg.eval.num_negatives))
+    if not as_json:
+        typer.echo(format_rows(run.rows, cfg.eval.ks, cfg.eval.num_negatives))
     for target, uri in run.models.items():
-        typer.echo(f"model for {target}: {uri}")
+        progress(f"model for {target}: {uri}")
         if output is not None:
             run.storage.download(f"models/{target}", output / target)
-            typer.echo(f"  copied to {output / target}")
+            progress(f"  copied to {output / target}")
+    if as_json:
+        _emit({"run": run_name, "rows": [r.to_dict() for r in run.rows],
+               "models": {t: str(u) for t, u in run.models.items()}}, True)  # fmt: skip
 
 
 @app.command("tune")
@@ -408,6 +484,8 @@ def recommend(
         str | None, typer.Option(help="Free text describing what the user wants (cold start).")
     ] = None,
     k: Annotated[int, typer.Option("-k", help="How many items.", min=1, max=1000)] = 10,
+    as_json: JsonOpt = False,
+    output: OutputOpt = None,
 ) -> None:
     """Print the top-k items of a domain for a dataset user and/or a text query."""
     from crossrec.data.loaders import load_dataset
@@ -423,10 +501,19 @@ def recommend(
             _fail(f"--user {user!r} is not in the {cfg.data.format} dataset the checkpoint names")
         history = [(dataset.items[g].domain, dataset.items[g].item_id)
                    for g in dataset.user_sequence(user)]  # fmt: skip
-        typer.echo(f"history of {user} ({len(history)} items, most recent last):")
-        for g in dataset.user_sequence(user)[-5:]:
-            typer.echo(f"  [{dataset.items[g].domain}] {dataset.items[g].title}")
+        if not as_json:
+            typer.echo(f"history of {user} ({len(history)} items, most recent last):")
+            for g in dataset.user_sequence(user)[-5:]:
+                typer.echo(f"  [{dataset.items[g].domain}] {dataset.items[g].title}")
     items = recommend_items(models, domain, history=history, query=query, k=k)
+    doc = {
+        "domain": domain, "user": user, "query": query, "k": k, "history_items": len(history),
+        "items": [{"rank": n, "item_id": r.item_id, "title": r.title, "score": r.score}
+                  for n, r in enumerate(items, start=1)],
+    }  # fmt: skip
+    _emit(doc, as_json, output)
+    if as_json:
+        return
     typer.echo(f"top {k} in {domain}:")
     for rank_no, rec in enumerate(items, start=1):
         typer.echo(f"{rank_no:3d}. {rec.title}  ({rec.item_id}, score {rec.score:.3f})")
@@ -437,8 +524,9 @@ def recommend(
 def demo(
     config: ConfigOpt = None,
     set_: SetOpt = None,
-    json_file: Annotated[
-        Path | None, typer.Option("--json", help="Also write the result rows to this JSON file.")
+    output: Annotated[
+        Path | None,
+        typer.Option("--output", "-o", help="Also write the result rows to this JSON file."),
     ] = None,
     data: Annotated[
         str | None,
@@ -474,9 +562,8 @@ def demo(
               "movielens)")  # fmt: skip
     cfg = _load(config, set_, format=fmt, path=data)
     rows = run_demo(cfg, echo=typer.echo, exit_after_s=exit_after)
-    if json_file is not None:
-        json_file.write_text(json.dumps([r.to_dict() for r in rows], indent=2))
-        typer.echo(f"wrote {json_file}")
+    if output is not None:
+        _emit([r.to_dict() for r in rows], False, output)
 
 
 @app.command()
@@ -606,15 +693,6 @@ def events_produce(
     )
 
 
-def main() -> None:
-    """Console-script entry point."""
-    app()
-
-
-if __name__ == "__main__":
-    main()
-
-
 def _models_store(cfg: Any) -> Any:
     from crossrec.feature_store.redis_store import RedisFeatureStore
 
@@ -652,7 +730,7 @@ def models_register(
 
 @models_app.command("list")
 @handle_errors
-def models_list(config: ConfigOpt = None, set_: SetOpt = None) -> None:
+def models_list(config: ConfigOpt = None, set_: SetOpt = None, as_json: JsonOpt = False) -> None:
     """Every registered version, oldest first; * marks the current one."""
     from crossrec.registry import ModelRegistry
 
@@ -664,6 +742,9 @@ def models_list(config: ConfigOpt = None, set_: SetOpt = None) -> None:
         current = pointer.version if pointer else None
         store.close()
     records = ModelRegistry(cfg.registry.root).list()
+    if as_json:
+        _emit([{**json.loads(r.to_json()), "current": r.version == current} for r in records], True)
+        return
     if not records:
         typer.echo(f"no model versions in {cfg.registry.root}")
     for r in records:
@@ -678,6 +759,7 @@ def models_show(
     version: Annotated[str, typer.Argument(help="Version id (m-...).")],
     config: ConfigOpt = None,
     set_: SetOpt = None,
+    as_json: JsonOpt = False,  # the record is JSON either way
 ) -> None:
     """Print one version's record (JSON)."""
     from crossrec.registry import ModelRegistry
@@ -818,6 +900,7 @@ def online_status(
     config: ConfigOpt = None,
     set_: SetOpt = None,
     decisions: Annotated[int, typer.Option(min=0, help="Recent decisions to show.")] = 5,
+    as_json: JsonOpt = False,
 ) -> None:
     """The sample buffer, the current version and the latest gate decisions."""
     from crossrec.online.learner import OnlineLearner, RoundOutcome
@@ -827,6 +910,12 @@ def online_status(
     try:
         learner = OnlineLearner(cfg, store)
         pointer = store.current_model()
+        if as_json:
+            _emit({"current_version": pointer.version if pointer else None,
+                   "samples_buffered": len(learner.buffer), "buffer_size": cfg.online.buffer_size,
+                   "new_since_last_round": len(learner.pending()),
+                   "decisions": learner.buffer.decisions(decisions)}, True)  # fmt: skip
+            return
         typer.echo(f"current version: {pointer.version if pointer else '-'}")
         typer.echo(f"samples buffered: {len(learner.buffer):,} (cap {cfg.online.buffer_size:,}); "
                    f"new since the last round: {len(learner.pending()):,}")  # fmt: skip
@@ -835,3 +924,12 @@ def online_status(
             typer.echo(f"{when}  {RoundOutcome(**row).summary()}")
     finally:
         store.close()
+
+
+def main() -> None:
+    """Console-script entry point (`crossrec`, `python -m crossrec`)."""
+    app()
+
+
+if __name__ == "__main__":
+    main()

@@ -84,7 +84,9 @@ def test_bad_data_gets_clear_error(tmp_path: Path, setup: object, fmt: str, mess
     root = make_llmcdsr(tmp_path / "rel")
     setup(root)  # type: ignore[operator]
     result = runner.invoke(app, ["data", "inspect", str(root), "--format", fmt])
-    assert result.exit_code == 2
+    # A format name that does not exist is bad usage (2); a file that cannot be read, a
+    # runtime error (1).
+    assert result.exit_code == (2 if fmt == "csvish" else 1)
     assert message in result.output
     assert "Traceback" not in result.output
 
@@ -93,14 +95,27 @@ def test_evaluate_popularity_on_synthetic(tmp_path: Path) -> None:
     out = tmp_path / "rows.json"
     result = runner.invoke(
         app,
-        ["evaluate", "--baseline", "popularity", "--protocol", "full", "--json", str(out),
+        ["evaluate", "--baseline", "popularity", "--protocol", "full", "-o", str(out),
          "--set", "data.synthetic.num_users=150"],
     )  # fmt: skip
     assert result.exit_code == 0, result.output
     assert "| popularity | films | full | all |" in result.output
+    assert f"wrote {out}" in result.output
     rows = json.loads(out.read_text())
     assert {r["protocol"] for r in rows} == {"full"}
     assert all(0.0 <= r["metrics"]["ndcg@10"] <= 1.0 for r in rows)
+    # --json: the same rows as the only thing on stdout.
+    printed = runner.invoke(
+        app,
+        ["evaluate", "--baseline", "popularity", "--protocol", "full", "--json",
+         "--set", "data.synthetic.num_users=150"],
+    )  # fmt: skip
+    assert printed.exit_code == 0, printed.output
+
+    def untimed(rows: list[dict[str, object]]) -> list[dict[str, object]]:
+        return [{k: v for k, v in r.items() if k != "seconds"} for r in rows]
+
+    assert untimed(json.loads(printed.stdout)) == untimed(rows)
 
 
 def test_evaluate_rejects_unknown_baseline_and_protocol() -> None:
@@ -242,7 +257,43 @@ def test_missing_column_gets_clear_error(tmp_path: Path) -> None:
     write(tmp_path / "interactions.csv", "user_id,item,domain,timestamp\nu1,i1,books,1\n")
     write(tmp_path / "items.csv", "item_id,domain,title\ni1,books,Dune\n")
     result = runner.invoke(app, ["data", "inspect", str(tmp_path), "--format", "table"])
-    assert result.exit_code == 2
+    assert result.exit_code == 1
     assert "interactions.csv:1:" in result.output
     assert "item_id" in result.output
     assert "Traceback" not in result.output
+
+
+def test_version_and_python_dash_m_entry_points() -> None:
+    import subprocess
+    import sys
+
+    from crossrec import __version__
+
+    assert runner.invoke(app, ["--version"]).output.strip() == __version__
+    for module in ("crossrec", "crossrec.cli"):
+        out = subprocess.run(
+            [sys.executable, "-m", module, "online", "--help"],
+            capture_output=True, text=True, timeout=120, check=False,
+        )  # fmt: skip
+        assert out.returncode == 0, out.stderr
+        assert "Online learning" in out.stdout
+    out = subprocess.run([sys.executable, "-m", "crossrec", "--version"], capture_output=True,
+                         text=True, timeout=120, check=True)  # fmt: skip
+    assert out.stdout.strip() == __version__
+
+
+def test_exit_status_tells_bad_usage_from_a_runtime_error(tmp_path: Path) -> None:
+    usage = runner.invoke(app, ["evaluate", "--baseline", "popularity", "--protocol", "uniform"])
+    assert usage.exit_code == 2
+    bad_config = runner.invoke(app, ["config", "show", "--set", "train.lr=-1"])
+    assert bad_config.exit_code == 2
+    runtime = runner.invoke(app, ["evaluate", "--checkpoint", str(tmp_path / "none")])
+    assert runtime.exit_code == 1, runtime.output
+    assert "error:" in runtime.output
+    assert "Traceback" not in runtime.output
+
+
+def test_train_takes_data_and_format_together() -> None:
+    result = runner.invoke(app, ["train", "--local", "--data", "x"])
+    assert result.exit_code == 2
+    assert "--data and --format go together" in result.output

@@ -230,3 +230,28 @@ def test_adaptation_losses_shrink_their_domain_gap(
     # world (held-out accuracy 0.96-0.99 with or without DANN), so only the MMD and CORAL
     # distances are asserted to shrink.
     assert all(0.0 < record["dann_loss"] < 10.0 for record in histories["dann"])
+
+
+def test_recommend_command_prints_one_json_document(
+    transfer: CrossRecRecommender, tmp_path: Path
+) -> None:
+    import json
+
+    from typer.testing import CliRunner
+
+    from crossrec.cli import app
+
+    path = _save(transfer, tmp_path / "films")
+    query = "a terrifying night with ghosts, demons and vampires"
+    result = CliRunner().invoke(
+        app, ["recommend", "--checkpoint", str(path), "--domain", "films", "--query", query,
+              "-k", "5", "--json"],
+    )  # fmt: skip
+    assert result.exit_code == 0, result.output
+    doc = json.loads(result.stdout)
+    assert doc["domain"] == "films"
+    assert doc["query"] == query
+    assert [r["rank"] for r in doc["items"]] == [1, 2, 3, 4, 5]
+    scores = [r["score"] for r in doc["items"]]
+    assert scores == sorted(scores, reverse=True)
+    assert sum("Horror Movie" in r["title"] for r in doc["items"]) >= 3

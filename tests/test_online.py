@@ -438,6 +438,15 @@ def test_a_corrupted_update_is_rejected_and_nothing_changes(world: World) -> Non
         "--set", f"registry.root={world.cfg.registry.root}", "--decisions", "4",
     ])  # fmt: skip
     assert result.exit_code == 0, result.output
+    status = CliRunner().invoke(app, [
+        "online", "status", "--json", "--set", f"feature_store.url={world.cfg.feature_store.url}",
+        "--set", f"feature_store.key_prefix={world.cfg.feature_store.key_prefix}",
+        "--set", f"registry.root={world.cfg.registry.root}", "--decisions", "4",
+    ])  # fmt: skip
+    doc = json.loads(status.stdout)
+    assert doc["current_version"] == (before.version if before else None)
+    assert doc["decisions"][0]["accepted"] is False
+    assert doc["samples_buffered"] == len(world.learner.buffer)
     lines = result.output.splitlines()
     assert lines[0] == f"current version: {before.version if before else '-'}"
     assert "rejected (" in lines[2]

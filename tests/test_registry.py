@@ -107,8 +107,12 @@ def test_models_cli(two_versions: list[Path], redis_server: EmbeddedRedis, tmp_p
     rolled = runner.invoke(app, ["models", "rollback", *opts])
     assert rolled.exit_code == 0
     assert f"current model version {a}" in rolled.output
+    listed_json = json.loads(runner.invoke(app, ["models", "list", "--json", *opts]).stdout)
+    assert [r["version"] for r in listed_json] == [a, b]
+    assert [r["current"] for r in listed_json] == [True, False]  # rolled back to a
+    assert listed_json[1]["parent"] == a
     missing = runner.invoke(app, ["models", "promote", "m-missing", *opts])
-    assert missing.exit_code == 2
+    assert missing.exit_code == 1
     assert "no model version 'm-missing'" in missing.output
     no_store = runner.invoke(app, ["models", "rollback", "--set", f"registry.root={tmp_path}"])
     assert no_store.exit_code == 2

@@ -1,0 +1,5 @@
+"""``python -m crossrec``: the ``crossrec`` command."""
+
+from crossrec.cli import main
+
+main()
