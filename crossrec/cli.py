@@ -124,6 +124,12 @@ def _load(config: Path | None, overrides: list[str] | None, **data: Any):  # typ
     return load_config(config, [*(overrides or []), *extra])
 
 
+def _require_data_with_format(data: object, fmt: str | None) -> None:
+    if (data is None) != (fmt is None):
+        _fail("--data and --format go together (e.g. --data ../shared/data/ml-100k --format "
+              "movielens)")  # fmt: skip
+
+
 def _print_version(value: bool) -> None:
     if value:
         typer.echo(__version__)
@@ -370,9 +376,7 @@ def train(
         overrides.append("train.use_gpu=true")
     if storage:
         overrides.append(f"train.storage_path={storage}")
-    if (data is None) != (fmt is None):
-        _fail("--data and --format go together (e.g. --data ../shared/data/ml-100k --format "
-              "movielens)")  # fmt: skip
+    _require_data_with_format(data, fmt)
     cfg = _load(config, overrides, format=fmt, path=data)
 
     def progress(line: str) -> None:
@@ -557,9 +561,7 @@ def demo(
     learning -> keeps serving until Ctrl-C (or --exit-after)."""
     from crossrec.demo import run_demo
 
-    if (data is None) != (fmt is None):
-        _fail("--data and --format go together (e.g. --data ../shared/data/ml-100k --format "
-              "movielens)")  # fmt: skip
+    _require_data_with_format(data, fmt)
     cfg = _load(config, set_, format=fmt, path=data)
     rows = run_demo(cfg, echo=typer.echo, exit_after_s=exit_after)
     if output is not None:
@@ -910,16 +912,21 @@ def online_status(
     try:
         learner = OnlineLearner(cfg, store)
         pointer = store.current_model()
+        # One reading of the store serves both outputs (pending() reads the buffer).
+        status = {
+            "current_version": pointer.version if pointer else None,
+            "samples_buffered": len(learner.buffer), "buffer_size": cfg.online.buffer_size,
+            "new_since_last_round": len(learner.pending()),
+            "decisions": learner.buffer.decisions(decisions),
+        }  # fmt: skip
         if as_json:
-            _emit({"current_version": pointer.version if pointer else None,
-                   "samples_buffered": len(learner.buffer), "buffer_size": cfg.online.buffer_size,
-                   "new_since_last_round": len(learner.pending()),
-                   "decisions": learner.buffer.decisions(decisions)}, True)  # fmt: skip
+            _emit(status, True)
             return
-        typer.echo(f"current version: {pointer.version if pointer else '-'}")
-        typer.echo(f"samples buffered: {len(learner.buffer):,} (cap {cfg.online.buffer_size:,}); "
-                   f"new since the last round: {len(learner.pending()):,}")  # fmt: skip
-        for row in learner.buffer.decisions(decisions):
+        typer.echo(f"current version: {status['current_version'] or '-'}")
+        typer.echo(f"samples buffered: {status['samples_buffered']:,} (cap "
+                   f"{status['buffer_size']:,}); new since the last round: "
+                   f"{status['new_since_last_round']:,}")  # fmt: skip
+        for row in status["decisions"]:
             when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(row["decided_at"]))
             typer.echo(f"{when}  {RoundOutcome(**row).summary()}")
     finally:
