@@ -503,8 +503,7 @@ def recommend(
         dataset = load_dataset(cfg.data)
         if user not in dataset.user_index:
             _fail(f"--user {user!r} is not in the {cfg.data.format} dataset the checkpoint names")
-        history = [(dataset.items[g].domain, dataset.items[g].item_id)
-                   for g in dataset.user_sequence(user)]  # fmt: skip
+        history = dataset.user_history(user)
         if not as_json:
             typer.echo(f"history of {user} ({len(history)} items, most recent last):")
             for g in dataset.user_sequence(user)[-5:]:

@@ -9,9 +9,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
-import torch
-
 from crossrec.baselines import BASELINES, make_baseline
 from crossrec.config import CrossRecConfig
 from crossrec.data.dataset import CrossDomainDataset
@@ -127,7 +124,7 @@ class TrainResult:
 
 def train_crossrec(
     cfg: CrossRecConfig,
-    output: Path | None,
+    output: str | Path | None = None,
     *,
     name: str = "crossrec",
     on_epoch: Callable[[dict[str, Any]], None] | None = None,
@@ -137,6 +134,7 @@ def train_crossrec(
     from crossrec.data.loaders import load_dataset
     from crossrec.models.recommender import CrossRecRecommender
 
+    output = Path(output) if output is not None else None
     dataset = load_dataset(cfg.data)
     split = make_split(dataset, cfg.eval, target_domains_for(dataset, cfg))
     recommender = CrossRecRecommender(cfg, name=name, on_epoch=on_epoch)
@@ -221,13 +219,6 @@ def evaluate_checkpoint(
     return rows, cfg
 
 
-@dataclass
-class Recommendation:
-    item_id: str
-    title: str
-    score: float
-
-
 def recommend(
     models: dict[str, Any],
     domain: str,
@@ -236,33 +227,13 @@ def recommend(
     query: str | None = None,
     k: int = 10,
     exclude_seen: bool = True,
-) -> list[Recommendation]:
-    """Top-``k`` items of ``domain`` for a history of ``(domain, item_id)`` pairs and/or a text
-    query (cold start: either may be empty, not both)."""
+) -> list[Any]:
+    """Top-``k`` items of ``domain`` from the checkpoint of that domain (see
+    :meth:`CrossRecModel.recommend`)."""
     from crossrec.errors import CrossRecError
 
     if domain not in models:
         raise CrossRecError(f"no checkpoint for domain {domain!r}; have: {', '.join(models)}")
-    if not history and not query:
-        raise CrossRecError("give a user with history, a --query, or both")
-    model = models[domain]
-    unknown = [key for key in history if tuple(key) not in model.key_index]
-    if unknown:
-        raise CrossRecError(f"unknown items in the history: {unknown[:5]}")
-    context = np.array([model.key_index[tuple(key)] for key in history], dtype=np.int64)
-    if model.cfg.train.target_only:
-        context = context[
-            model.item_tower.item_domain.numpy()[context] == model.domain_index[domain]
-        ]
-    query_vectors = model.encode_text([query]) if query else None
-    scores = model.score([context], domain, query_text_vectors=query_vectors)[0]
-    ids = model.domain_items(domain)
-    if exclude_seen and context.size:
-        seen = torch.isin(ids, torch.from_numpy(context))
-        scores = scores.masked_fill(seen, float("-inf"))
-    top = scores.topk(min(k, scores.numel()))
-    out = []
-    for value, col in zip(top.values.tolist(), top.indices.tolist(), strict=True):
-        gid = int(ids[col])
-        out.append(Recommendation(model.item_keys[gid][1], model.item_tower.texts[gid], value))
-    return out
+    return models[domain].recommend(
+        history, query=query, domain=domain, k=k, exclude_seen=exclude_seen
+    )

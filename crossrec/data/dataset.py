@@ -209,6 +209,11 @@ class CrossDomainDataset:
         u = self.user_index[user] if isinstance(user, str) else user
         return self.seq_items[self.seq_offsets[u] : self.seq_offsets[u + 1]]
 
+    def user_history(self, user: str | int) -> list[tuple[str, str]]:
+        """The user's ``(domain, item_id)`` pairs, oldest first (what
+        ``CrossRecModel.recommend`` takes)."""
+        return [(self.items[g].domain, self.items[g].item_id) for g in self.user_sequence(user)]
+
     def user_times(self, user: str | int) -> np.ndarray:
         u = self.user_index[user] if isinstance(user, str) else user
         return self.seq_times[self.seq_offsets[u] : self.seq_offsets[u + 1]]

@@ -8,6 +8,7 @@ import json
 import logging
 import math
 from collections.abc import Sequence
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
@@ -42,8 +43,22 @@ WEIGHTS_FILE = "model.safetensors"
 MANIFEST_FILE = "manifest.json"
 ITEMS_FILE = "items.jsonl"
 COVIS_FILE = "covisitation.safetensors"
+CARD_FILE = "README.md"
 # The hybrid ranker is not fitted on fewer cases than this (it would learn noise).
 MIN_RANKER_CASES = 50
+
+
+@dataclass
+class Recommendation:
+    """One recommended item: its id, its text (the title for most data) and its score."""
+
+    item_id: str
+    title: str
+    score: float
+
+
+# A history entry: ``(domain, item_id)``, or a bare item id that only one domain has.
+HistoryItem = tuple[str, str] | str
 
 
 def item_fingerprint(keys: Sequence[tuple[str, str]], texts: Sequence[str]) -> str:
@@ -427,6 +442,85 @@ class CrossRecModel(nn.Module):
             scores.scatter_(1, top, shifted)
         return scores
 
+    # ------------------------------------------------------------------ recommendations
+    def recommend(
+        self,
+        history: Sequence[HistoryItem] = (),
+        *,
+        query: str | None = None,
+        domain: str | None = None,
+        k: int = 10,
+        exclude_seen: bool = True,
+        rank: bool | None = None,
+    ) -> list[Recommendation]:
+        """Top-``k`` items of ``domain`` (default: the checkpoint's target domain) for a user's
+        history, oldest first, and/or a free-text ``query`` (cold start: either may be empty,
+        not both).
+
+        History entries are ``(domain, item_id)`` pairs, or bare item ids where only one domain
+        has that id. ``rank`` (default: when the model has a hybrid ranker and no query is given)
+        re-scores the candidates through the ranker, as evaluation does. Scores are the ranker's
+        logits or the towers' scores: larger is better, comparable within one call only.
+
+        Example:
+            >>> model = CrossRecModel.from_pretrained("runs/food-kitchen/checkpoints/food")
+            >>> model.recommend([("kitchen", "B000Q8ZSRM"), ("food", "B0009F3QKW")], k=5)
+        """
+        domain = domain or self.target_domain or self.domains[-1]
+        if domain not in self.domain_index:
+            raise CrossRecError(
+                f"domain {domain!r} is not in this checkpoint; it has: {', '.join(self.domains)}"
+            )
+        if k < 1:
+            raise CrossRecError(f"k must be at least 1, got {k}")
+        if not history and not query:
+            raise CrossRecError("give a history, a query, or both")
+        context = np.array([self._history_index(entry, n) for n, entry in enumerate(history)],
+                           dtype=np.int64)  # fmt: skip
+        if self.cfg.train.target_only:
+            own = self.item_tower.item_domain.cpu().numpy()[context] == self.domain_index[domain]
+            context = context[own]
+        query_vectors = self.encode_text([query]) if query else None
+        if rank is None:
+            rank = self.hybrid is not None and query_vectors is None
+        with torch.no_grad():
+            scores = self.score([context], domain, rank=rank, query_text_vectors=query_vectors)[0]
+        ids = self.domain_items(domain).to(scores.device)
+        if exclude_seen and context.size:
+            seen = torch.isin(ids, torch.from_numpy(context).to(ids.device))
+            scores = scores.masked_fill(seen, float("-inf"))
+        top = scores.topk(min(k, scores.numel()))
+        out = []
+        for value, col in zip(top.values.tolist(), top.indices.tolist(), strict=True):
+            if not math.isfinite(value):
+                break  # fewer unseen items than k
+            gid = int(ids[col])
+            out.append(Recommendation(self.item_keys[gid][1], self.item_tower.texts[gid], value))
+        return out
+
+    def _history_index(self, entry: HistoryItem, position: int) -> int:
+        """The global index of one history entry (see :meth:`recommend`)."""
+        if isinstance(entry, str):
+            found = [d for d in self.domains if (d, entry) in self.key_index]
+            if len(found) == 1:
+                return self.key_index[(found[0], entry)]
+            if not found:
+                raise CrossRecError(f"history[{position}]: unknown item {entry!r}")
+            raise CrossRecError(
+                f"history[{position}]: item {entry!r} exists in {', '.join(found)}; "
+                "give it as a (domain, item_id) pair"
+            )
+        if not isinstance(entry, (tuple, list)) or len(entry) != 2:
+            raise CrossRecError(
+                f"history[{position}]: expected (domain, item_id) or an item id, got {entry!r}"
+            )
+        key = (str(entry[0]), str(entry[1]))
+        if key not in self.key_index:
+            raise CrossRecError(
+                f"history[{position}]: unknown item {key[1]!r} in domain {key[0]!r}"
+            )
+        return self.key_index[key]
+
     # ------------------------------------------------------------------ cold start
     def encoder(self) -> TextEncoder:
         """The text encoder, loaded from ``encoder.model`` on first use if none is attached."""
@@ -534,7 +628,79 @@ class CrossRecModel(nn.Module):
             "config": self.cfg.public_dump(),
         }
         (out / MANIFEST_FILE).write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        (out / CARD_FILE).write_text(self.model_card(), encoding="utf-8")
         return out
+
+    def model_card(self) -> str:
+        """A Markdown model card (``README.md`` of a checkpoint): data, metrics, config, intended
+        use and limits."""
+        cfg, m, t = self.cfg, self.cfg.model, self.cfg.train
+        counts = torch.bincount(self.item_tower.item_domain.cpu(), minlength=len(self.domains))
+        catalogue = ", ".join(f"{d} {int(n):,}" for d, n in zip(self.domains, counts, strict=True))
+        target = self.target_domain or "every domain"
+        recipe = "target-domain history only (no transfer)" if t.target_only else (
+            " -> ".join(t.stages) + " over every domain's sequences")  # fmt: skip
+        lines = [
+            f"# crossrec model: {target}",
+            "",
+            f"A crossrec {__version__} checkpoint that recommends **{target}** items from a "
+            "user's cross-domain history and/or a text query.",
+            "",
+            "```python",
+            "from crossrec import CrossRecModel",
+            "",
+            'model = CrossRecModel.from_pretrained("path/to/this/folder")',
+            f'model.recommend([("{self.item_keys[0][0]}", "{self.item_keys[0][1]}")], k=10)',
+            "```",
+            "",
+            "## Data",
+            "",
+            f"- Format `{cfg.data.format}`"
+            + (f", from `{cfg.data.path}`" if cfg.data.path else ""),
+            f"- Domains and items: {catalogue}",
+            f"- Target domains of its split: {', '.join(self.split_targets) or target}; "
+            f"stage `{self.stage}`",
+            "",
+            "## Metrics",
+            "",
+        ]
+        if self.metrics:
+            lines += ["| metric | value |", "|---|---|"]
+            for key in sorted(self.metrics):
+                value = self.metrics[key]
+                shown = f"{value:.4f}" if isinstance(value, float) else str(value)
+                lines.append(f"| {key} | {shown} |")
+        else:
+            lines.append("None recorded with this checkpoint (evaluate it: `crossrec evaluate "
+                         "--checkpoint DIR`).")  # fmt: skip
+        lines += [
+            "",
+            "## Config",
+            "",
+            f"- Recipe: {recipe}; loss `{t.loss}` ({t.num_negatives:,} sampled negatives above "
+            f"{t.full_softmax_max_items:,} items)",
+            f"- Items: text from `{cfg.encoder.model}` ({m.item_mode})"
+            + (" + learned ID embeddings" if m.id_embeddings else "")
+            + f"; user tower: {m.num_layers} layers, dim {m.dim}, last {m.max_history} items",
+            f"- Ranking: `{m.ranker}`" + (" (fitted)" if self.hybrid is not None else ""),
+            "- The full config is in `manifest.json` (`config`).",
+            "",
+            "## Intended use",
+            "",
+            "Top-k candidates for users of the catalogue above, from their recent items in any of "
+            "its domains, and for new users from a text query. Serve it with `crossrec serve` or "
+            "call `recommend` in Python.",
+            "",
+            "## Limits",
+            "",
+            "- Only the items in `items.jsonl` can be recommended; new items need `add_items` "
+            "(text only, no ID embedding yet), and they rank below items with learned IDs.",
+            "- Trained on logged interactions: it reproduces their popularity and selection "
+            "biases; it knows nothing of availability, price or safety.",
+            "- Scores are comparable within one request only; they are not probabilities.",
+            "",
+        ]
+        return "\n".join(lines)
 
     def load_weights(self, weights: dict[str, torch.Tensor], source: str | Path) -> None:
         """Loads weights saved by :meth:`save_pretrained` (from ``source``, for errors) onto
