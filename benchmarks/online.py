@@ -29,10 +29,10 @@ from crossrec.config import load_config
 from crossrec.data.loaders import load_dataset
 from crossrec.errors import CrossRecError
 from crossrec.feature_store import RedisFeatureStore
+from crossrec.feature_store.samples import Sample
 from crossrec.models.crossrec_model import CrossRecModel
 from crossrec.online.learner import OnlineLearner
-from crossrec.online.samples import Sample
-from crossrec.stream.runner import publish_model
+from crossrec.registry import publish_model
 from crossrec.stream.services import stream_services
 
 

@@ -40,14 +40,14 @@ import numpy as np
 import torch
 
 from crossrec.config import CrossRecConfig, load_config
+from crossrec.data.events import Event
 from crossrec.data.loaders import load_dataset
 from crossrec.embedded import free_port
 from crossrec.errors import CrossRecError
 from crossrec.feature_store import RedisFeatureStore
 from crossrec.models.crossrec_model import CrossRecModel
+from crossrec.registry import publish_model
 from crossrec.service.recommendations import RecommendationService
-from crossrec.stream.events import Event
-from crossrec.stream.runner import publish_model
 from crossrec.stream.services import stream_services
 from crossrec.stream.updates import UserVectorUpdater
 

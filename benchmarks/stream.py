@@ -36,8 +36,8 @@ from crossrec.data.loaders import load_dataset
 from crossrec.errors import CrossRecError
 from crossrec.feature_store import RedisFeatureStore
 from crossrec.models.crossrec_model import CrossRecModel
+from crossrec.registry import publish_model
 from crossrec.stream.events import Event, EventProducer
-from crossrec.stream.runner import publish_model
 from crossrec.stream.services import stream_services
 from crossrec.stream.worker import StreamWorker
 

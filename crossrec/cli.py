@@ -558,7 +558,7 @@ def demo(
     session of events through the embedded Kafka-protocol broker into the embedded Redis ->
     recommendations before and after, cold-start item and user -> a drift episode with online
     learning -> keeps serving until Ctrl-C (or --exit-after)."""
-    from crossrec.demo import run_demo
+    from crossrec.apps.demo import run_demo
 
     _require_data_with_format(data, fmt)
     cfg = _load(config, set_, format=fmt, path=data)

@@ -30,8 +30,8 @@ def make_model(name: str, cfg: CrossRecConfig, **crossrec_kwargs: object) -> Rec
     """A baseline or a crossrec variant (``crossrec-transfer``, ...) by name."""
     if name in BASELINES:
         return make_baseline(name, cfg)
-    from crossrec.models.recommender import CrossRecRecommender
     from crossrec.models.variants import variant_config
+    from crossrec.trainer.recommender import CrossRecRecommender
 
     return CrossRecRecommender(variant_config(name, cfg), name=name, **crossrec_kwargs)  # type: ignore[arg-type]
 
@@ -132,7 +132,7 @@ def train_crossrec(
     """Loads the configured data, trains the cross-domain model for each target domain, evaluates
     it on the test cases and saves one checkpoint per target domain under ``output/<domain>``."""
     from crossrec.data.loaders import load_dataset
-    from crossrec.models.recommender import CrossRecRecommender
+    from crossrec.trainer.recommender import CrossRecRecommender
 
     output = Path(output) if output is not None else None
     dataset = load_dataset(cfg.data)
@@ -183,7 +183,7 @@ class CheckpointRecommender(Recommender):
         pass  # already trained
 
     def score(self, cases: Any, domain: str) -> Any:
-        from crossrec.trainer import ModelView
+        from crossrec.models.view import ModelView
 
         model = self.models[domain]
         # By default a model with a hybrid ranker is scored through it (what it was trained for).

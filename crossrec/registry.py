@@ -149,3 +149,20 @@ class ModelRegistry:
         raise CrossRecError(
             f"nothing to roll back to: {current.version} is the only version ever promoted"
         )
+
+
+# --------------------------------------------------------------------------- publishing
+def publish_model(store: FeatureStore, path: str | Path) -> ModelPointer:
+    """Makes the model version at ``path`` the current one (workers and serving follow)."""
+    path = Path(path).expanduser().resolve()
+    checkpoint_dirs(path)  # fails clearly when it is not a model version
+    pointer = ModelPointer(version_of(path), str(path), time.time())
+    store.set_current_model(pointer)
+    logger.info("published model version=%s uri=%s", pointer.version, pointer.uri)
+    return pointer
+
+
+def current_version(store: FeatureStore, path: str | Path | None) -> ModelPointer | None:
+    """Publishes the version at ``path`` when given; otherwise the store's current version
+    (None when there is none)."""
+    return publish_model(store, path) if path is not None else store.current_model()

@@ -23,6 +23,7 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from crossrec import __version__
 from crossrec.config import CrossRecConfig
+from crossrec.data.events import Event
 from crossrec.errors import (
     CrossRecError,
     FeatureStoreError,
@@ -44,7 +45,6 @@ from crossrec.service.schemas import (
     SimilarItems,
     SimilarItemsRequest,
 )
-from crossrec.stream.events import Event
 from serving.auth import Keys, resolve_keys
 from serving.metrics import RequestMetrics, ServingMetrics
 

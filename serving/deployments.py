@@ -23,12 +23,12 @@ from ray import serve
 from ray.serve.handle import DeploymentHandle
 
 from crossrec.config import CrossRecConfig, EncoderConfig, EncoderDeploymentSettings
+from crossrec.data.events import Event
 from crossrec.encoders.text_encoder import TextEncoder
 from crossrec.errors import CrossRecError
 from crossrec.feature_store.redis_store import RedisFeatureStore
+from crossrec.registry import publish_model
 from crossrec.service.recommendations import RecommendationService
-from crossrec.stream.events import Event
-from crossrec.stream.runner import publish_model
 from serving.api import create_api
 from serving.auth import Keys
 from serving.local import EventSink

@@ -19,7 +19,8 @@ from crossrec.config import CrossRecConfig, secret_environment
 from crossrec.errors import CrossRecError
 from crossrec.feature_store.redis_store import RedisFeatureStore
 from crossrec.ray_runtime import metrics_url, ray_session
-from crossrec.stream.runner import current_version, stop_on_signals
+from crossrec.registry import current_version
+from crossrec.stream.runner import stop_on_signals
 from crossrec.stream.services import stream_services
 
 logger = logging.getLogger(__name__)

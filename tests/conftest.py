@@ -109,8 +109,8 @@ def trained_version(trained_split: Split, tmp_path_factory: pytest.TempPathFacto
     """crossrec-transfer trained on `trained_split` (a few epochs), saved as a model version
     (``ROOT/films/``). Treat it as read-only: copy it to change it."""
     from crossrec.config import with_overrides
-    from crossrec.models.recommender import CrossRecRecommender
     from crossrec.models.variants import variant_config
+    from crossrec.trainer.recommender import CrossRecRecommender
 
     cfg = CrossRecConfig()
     cfg.data.synthetic = TRAINED_WORLD

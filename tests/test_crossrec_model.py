@@ -16,9 +16,9 @@ from crossrec.data.synthetic import generate_world
 from crossrec.encoders.text_encoder import TextEncoder
 from crossrec.evaluation import TargetDomainEvaluator
 from crossrec.models.crossrec_model import CrossRecModel
-from crossrec.models.recommender import CrossRecRecommender
 from crossrec.models.variants import variant_config
 from crossrec.trainer import CrossRecTrainer, measure_domain_gap
+from crossrec.trainer.recommender import CrossRecRecommender
 
 WORLD = SyntheticConfig(seed=11, num_users=700, items_per_domain=[300, 200])
 FAST = ["train.max_epochs=6", "train.pretrain_max_epochs=5", "train.patience=3",

@@ -7,8 +7,9 @@ from pathlib import Path
 
 import pytest
 
+from crossrec.data.events import Event, parse_event
 from crossrec.errors import EventError
-from crossrec.stream.events import Event, parse_event, read_event_lines
+from crossrec.stream.events import read_event_lines
 
 GOOD = {
     "event_id": "e1",

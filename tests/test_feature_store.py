@@ -10,6 +10,7 @@ import pytest
 from redis.cluster import key_slot
 
 from crossrec.config import FeatureStoreConfig
+from crossrec.data.events import Event
 from crossrec.errors import FeatureStoreError
 from crossrec.feature_store import (
     ModelPointer,
@@ -18,8 +19,7 @@ from crossrec.feature_store import (
     SampleSpec,
     UserVector,
 )
-from crossrec.online.samples import Sample
-from crossrec.stream.events import Event
+from crossrec.feature_store.samples import Sample
 from tests.conftest import unique
 
 pytestmark = pytest.mark.integration

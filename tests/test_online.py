@@ -27,6 +27,7 @@ from crossrec.data.synthetic import drift_interactions, item_topics, topic_of
 from crossrec.embedded import EmbeddedKafka, EmbeddedRedis
 from crossrec.errors import DataError
 from crossrec.feature_store.redis_store import RedisFeatureStore
+from crossrec.feature_store.samples import Sample, read_samples, write_samples
 from crossrec.models.bundle import version_of
 from crossrec.models.crossrec_model import CrossRecModel
 from crossrec.online.finetune import (
@@ -37,9 +38,8 @@ from crossrec.online.finetune import (
     model_samples,
 )
 from crossrec.online.learner import OnlineLearner, RoundOutcome, gate
-from crossrec.online.samples import Sample, read_samples, write_samples
+from crossrec.registry import publish_model
 from crossrec.stream.events import Event, EventProducer
-from crossrec.stream.runner import publish_model
 from crossrec.stream.worker import StreamWorker
 from tests.conftest import init_local_ray, services_config, unique
 from tests.test_stream import WorkerThread, wait_for

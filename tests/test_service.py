@@ -13,14 +13,14 @@ import torch
 
 from crossrec.config import CrossRecConfig
 from crossrec.data.dataset import CrossDomainDataset
+from crossrec.data.events import Event
 from crossrec.embedded import EmbeddedRedis
 from crossrec.errors import RequestError, ServiceUnavailableError
 from crossrec.feature_store.redis_store import RedisFeatureStore
 from crossrec.models.crossrec_model import CrossRecModel
+from crossrec.registry import publish_model
 from crossrec.service.recommendations import RecommendationService
 from crossrec.service.schemas import SimilarItemsRequest
-from crossrec.stream.events import Event
-from crossrec.stream.runner import publish_model
 from crossrec.stream.updates import UserVectorUpdater
 from tests.conftest import SMALL_WORLD, unique
 

@@ -26,8 +26,8 @@ from crossrec.embedded import EmbeddedKafka, EmbeddedRedis, free_port
 from crossrec.feature_store.redis_store import RedisFeatureStore
 from crossrec.models.bundle import version_of
 from crossrec.models.crossrec_model import WEIGHTS_FILE, CrossRecModel
+from crossrec.registry import publish_model
 from crossrec.stream.events import Event, EventProducer
-from crossrec.stream.runner import publish_model
 from crossrec.stream.worker import StreamWorker
 from tests.conftest import init_local_ray, services_config, unique
 from tests.test_stream import WorkerThread, wait_for

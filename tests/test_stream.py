@@ -27,8 +27,8 @@ from crossrec.errors import FeatureStoreError
 from crossrec.feature_store import RedisFeatureStore
 from crossrec.models.bundle import ModelBundle
 from crossrec.models.crossrec_model import CrossRecModel
+from crossrec.registry import publish_model
 from crossrec.stream.events import Event, EventProducer
-from crossrec.stream.runner import publish_model
 from crossrec.stream.updates import history_context
 from crossrec.stream.worker import FAULT_ENV, FAULT_EXIT_CODE, StreamWorker
 from tests.conftest import init_local_ray, unique

@@ -15,8 +15,8 @@ from crossrec.data.splits import Split
 from crossrec.errors import ConfigError, CrossRecError
 from crossrec.evaluation import TargetDomainEvaluator
 from crossrec.models.crossrec_model import CrossRecModel
-from crossrec.stage_checkpoint import read_stage_manifest, save_stage
 from crossrec.trainer import CrossRecTrainer, StageRun, StageState, TrainContext
+from crossrec.trainer.checkpoint import read_stage_manifest, save_stage
 
 FAST = ["train.max_epochs=4", "train.patience=4", "train.batch_size=64", "train.ranker_epochs=0",
         "train.stages=[adapt]", "model.dim=32"]  # fmt: skip
@@ -143,7 +143,7 @@ def test_validation_shards_add_up_to_the_whole(small_split: Split, cfg: CrossRec
 
 def test_importing_crossrec_does_not_import_ray() -> None:
     code = (
-        "import sys, crossrec, crossrec.cli, crossrec.trainer, crossrec.stage_checkpoint, "
+        "import sys, crossrec, crossrec.cli, crossrec.trainer, crossrec.trainer.checkpoint, "
         "crossrec.experiments; print('ray' in sys.modules)"
     )
     out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True)

@@ -11,7 +11,7 @@ through Ray's object store), and runs `CrossRecTrainer.run_stage` with a `RayTra
 * validation is sharded: each worker scores every ``world_size``-th validation case and the
   NDCG sums are all-reduced, so every worker takes the same early-stopping decision;
 * after every epoch every worker calls ``ray.train.report`` with the epoch's metrics; rank 0
-  attaches the stage checkpoint (`crossrec.stage_checkpoint`), and a restarted or rerun stage
+  attaches the stage checkpoint (`crossrec.trainer.checkpoint`), and a restarted or rerun stage
   resumes from the latest one (``ray.train.get_checkpoint``).
 """
 
@@ -33,8 +33,8 @@ from torch.utils.data import DataLoader
 
 from crossrec.config import CrossRecConfig
 from crossrec.models.crossrec_model import CrossRecModel
-from crossrec.stage_checkpoint import load_model_weights, save_stage
 from crossrec.trainer import CrossRecTrainer, StageRun, TrainContext
+from crossrec.trainer.checkpoint import load_model_weights, save_stage
 
 logger = logging.getLogger(__name__)
 
@@ -196,7 +196,7 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
     try:
         resume = ctx.resume(stage)
         if resume is not None:
-            from crossrec.stage_checkpoint import read_stage_manifest
+            from crossrec.trainer.checkpoint import read_stage_manifest
 
             epoch = read_stage_manifest(resume)["epoch"]
             ctx.notify({"event": "resumed", "stage": stage, "target": target, "epoch": epoch})

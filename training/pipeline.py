@@ -35,8 +35,8 @@ from crossrec.config import RUNTIME_TRAIN_FIELDS, CrossRecConfig
 from crossrec.data.splits import Split, make_split
 from crossrec.errors import ConfigError, CrossRecError
 from crossrec.evaluation import EvaluationRow
-from crossrec.stage_checkpoint import STAGE_FILE
 from crossrec.trainer import json_safe
+from crossrec.trainer.checkpoint import STAGE_FILE
 from training.curves import CURVES_FILE, draw_curves
 from training.loop import FAULT_ENV
 from training.storage import RunStorage

@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from crossrec.stream.events import Event
+from crossrec.data.events import Event
 
 
 @dataclass(frozen=True)
@@ -82,7 +82,7 @@ class WriteResult:
 
 @dataclass(frozen=True)
 class SampleSpec:
-    """Which written events become online-learning samples (`crossrec.online.samples`) and
+    """Which written events become online-learning samples (`crossrec.feature_store.samples`) and
     where they go: every *new* event (never a duplicate delivery) of ``domains`` (None: all)
     becomes one sample whose context is the user's newest ``context_length`` events before it,
     appended to the stream ``key`` (capped near ``max_len`` entries)."""

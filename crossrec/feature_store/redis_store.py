@@ -46,6 +46,7 @@ from redis.backoff import ExponentialWithJitterBackoff
 from redis.retry import Retry
 
 from crossrec.config import FeatureStoreConfig, redact_url
+from crossrec.data.events import Event
 from crossrec.errors import FeatureStoreError
 from crossrec.feature_store.base import (
     FeatureStore,
@@ -57,7 +58,6 @@ from crossrec.feature_store.base import (
     UserVector,
     WriteResult,
 )
-from crossrec.stream.events import Event
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")

@@ -41,15 +41,15 @@ import numpy as np
 from crossrec.config import CrossRecConfig, OnlineConfig
 from crossrec.errors import CrossRecError
 from crossrec.feature_store.base import FeatureStore
-from crossrec.online.finetune import CandidateResult, RoundData, train_candidate
-from crossrec.online.metrics import OnlineMetrics
-from crossrec.online.samples import (
+from crossrec.feature_store.samples import (
     RedisSampleBuffer,
     Sample,
     SampleBuffer,
     read_samples,
     write_samples,
 )
+from crossrec.online.finetune import CandidateResult, RoundData, train_candidate
+from crossrec.online.metrics import OnlineMetrics
 from crossrec.registry import ModelRegistry
 
 logger = logging.getLogger(__name__)

@@ -23,6 +23,7 @@ import numpy as np
 import torch
 
 from crossrec.config import CrossRecConfig
+from crossrec.data.events import Event, check_event_context
 from crossrec.data.schema import Item
 from crossrec.encoders.template import ItemTextTemplate
 from crossrec.errors import CrossRecError, EventError, RequestError, ServiceUnavailableError
@@ -43,7 +44,6 @@ from crossrec.service.schemas import (
     SimilarItems,
     SimilarItemsRequest,
 )
-from crossrec.stream.events import Event, check_event_context
 from crossrec.stream.updates import history_context
 
 logger = logging.getLogger(__name__)

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from crossrec.stream.events import Event
+from crossrec.data.events import Event
 
 ID_PATTERN = r"^[^\x00-\x1f]{1,256}$"
 

@@ -10,36 +10,18 @@ from __future__ import annotations
 import logging
 import signal
 import threading
-import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from pathlib import Path
 
 from crossrec.config import CrossRecConfig
-from crossrec.feature_store.base import ModelPointer
 from crossrec.feature_store.redis_store import RedisFeatureStore
-from crossrec.models.bundle import checkpoint_dirs, version_of
+from crossrec.registry import current_version
 from crossrec.stream.events import EventProducer, open_events, produce_lines
 from crossrec.stream.services import stream_services
 from crossrec.stream.worker import StreamWorker, WorkerReport
 
 logger = logging.getLogger(__name__)
-
-
-def publish_model(store: RedisFeatureStore, path: str | Path) -> ModelPointer:
-    """Makes the model version at ``path`` the current one (workers and serving follow)."""
-    path = Path(path).expanduser().resolve()
-    checkpoint_dirs(path)  # fails clearly when it is not a model version
-    pointer = ModelPointer(version_of(path), str(path), time.time())
-    store.set_current_model(pointer)
-    logger.info("published model version=%s uri=%s", pointer.version, pointer.uri)
-    return pointer
-
-
-def current_version(store: RedisFeatureStore, path: str | Path | None) -> ModelPointer | None:
-    """Publishes the version at ``path`` when given; otherwise the store's current version
-    (None when there is none)."""
-    return publish_model(store, path) if path is not None else store.current_model()
 
 
 @contextmanager

@@ -3,10 +3,10 @@
 The loop, per batch: poll -> validate every record -> send invalid ones to the dead-letter
 topic (original bytes as the value; reason and source topic/partition/offset as headers) ->
 write the valid ones to the feature store in one idempotent pipeline, which also records each
-new event as an online-learning sample (`crossrec.online.samples`) -> wait for the dead-letter
-sends -> commit the offsets -> refresh dirty users' vectors. Offsets are committed only after
-everything before them is stored, and stored writes are idempotent by ``event_id``, so a crash at
-any point replays the uncommitted records and nothing is lost or counted twice.
+new event as an online-learning sample (`crossrec.feature_store.samples`) -> wait for the
+dead-letter sends -> commit the offsets -> refresh dirty users' vectors. Offsets are committed
+only after everything before them is stored, and stored writes are idempotent by ``event_id``,
+so a crash at any point replays the uncommitted records and nothing is lost or counted twice.
 
 When the feature store is down, the worker pauses its partitions (it keeps polling, so it stays
 in the group), retries with exponential backoff, and commits nothing past unwritten records.
@@ -31,10 +31,11 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 from crossrec.config import CrossRecConfig
+from crossrec.data.events import Event, parse_event
 from crossrec.errors import CrossRecError, EventError, FeatureStoreError, StreamError
 from crossrec.feature_store.base import FeatureStore, SampleSpec
-from crossrec.online.samples import RedisSampleBuffer
-from crossrec.stream.events import Event, kafka_client_options, parse_event
+from crossrec.feature_store.samples import RedisSampleBuffer
+from crossrec.stream.events import kafka_client_options
 from crossrec.stream.metrics import StreamMetrics
 from crossrec.stream.updates import UserVectorUpdater
 

@@ -92,7 +92,7 @@ def run_demo(
     echo("")
     echo(f"[6/{total}] serving and streaming: Ray Serve API; embedded Kafka-protocol broker -> "
          "consumer worker -> embedded Redis -> user vector -> next request")  # fmt: skip
-    from crossrec.stream.session import run_stream_session
+    from crossrec.apps.session import run_stream_session
 
     run_stream_session(
         cfg, dataset, models_dir, echo,

@@ -22,8 +22,8 @@ from crossrec.errors import CrossRecError
 from crossrec.feature_store.redis_store import RedisFeatureStore
 from crossrec.models.bundle import checkpoint_dirs
 from crossrec.models.crossrec_model import MANIFEST_FILE
+from crossrec.registry import publish_model
 from crossrec.stream.events import Event, EventProducer
-from crossrec.stream.runner import publish_model
 from crossrec.stream.services import stream_services
 from crossrec.stream.worker import StreamWorker
 
@@ -111,7 +111,7 @@ def run_stream_session(
 ) -> dict[str, float]:
     """Serves the model, streams a scripted session and prints the user's recommendations as
     the API answers them; with ``online_step`` (its header line) the drift episode follows
-    (`crossrec.online.episode`). Then the API stays up for ``exit_after_s`` seconds (None:
+    (`crossrec.apps.episode`). Then the API stays up for ``exit_after_s`` seconds (None:
     until Ctrl-C / SIGTERM) with the stream worker still consuming."""
     name, checkpoint = sorted(checkpoint_dirs(models_dir).items())[0]
     target = json.loads((checkpoint / MANIFEST_FILE).read_text()).get("target_domain") or name
@@ -242,7 +242,7 @@ def run_stream_session(
                     dataset.items[dataset.item_index[(target, i)]].title for i, _ in top_pop
                 ))  # fmt: skip
                 if online_step is not None:
-                    from crossrec.online.episode import run_drift_episode
+                    from crossrec.apps.episode import run_drift_episode
 
                     echo(online_step)
                     figures = run_drift_episode(

@@ -23,7 +23,7 @@ import logging
 import math
 import sys
 import time
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset
+from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from crossrec.adaptation import (
@@ -43,315 +43,19 @@ from crossrec.adaptation import (
 )
 from crossrec.batching import length_bucketed_batches
 from crossrec.config import CrossRecConfig
-from crossrec.data.splits import EvalCase, Split
+from crossrec.data.splits import Split
 from crossrec.evaluation import TargetDomainEvaluator
 from crossrec.models.crossrec_model import CrossRecModel
-from crossrec.recommender import Recommender
+from crossrec.models.view import ModelView
+from crossrec.trainer.context import TrainContext, WindowBatches, _windows
+from crossrec.trainer.objective import ADAPTER_PARAMETERS, StageObjective
+from crossrec.trainer.state import EpochCallback, StageReport, StageState
 
 logger = logging.getLogger(__name__)
 
-EpochCallback = Callable[[dict[str, Any]], None]
-
-# What adapter-only fine-tuning trains (in `adapt`, and in online rounds): the item adapter,
-# the item and domain embeddings, and the user tower's target query and output layers.
-ADAPTER_PARAMETERS = (
-    "item_tower.adapter", "item_tower.domain_emb", "item_tower.id_emb",
-    "user_tower.target_query", "user_tower.out",
-)  # fmt: skip
 
 # Pretraining stops once an epoch lowers the training loss by less than this fraction.
 LOSS_PLATEAU = 0.002
-
-
-@dataclass
-class StageReport:
-    """What one stage did: epochs run, the best validation NDCG@10 and where it was reached."""
-
-    stage: str
-    domains: list[str]
-    epochs: int = 0
-    best_epoch: int = 0
-    best_valid_ndcg: float = float("nan")
-    samples: int = 0
-    seconds: float = 0.0
-    train_seconds: float = 0.0
-    history: list[dict[str, float]] = field(default_factory=list)
-
-
-class ModelView(Recommender):
-    """Lets the evaluator score a `CrossRecModel` (one target domain)."""
-
-    name = "crossrec"
-
-    def __init__(self, model: CrossRecModel, target_only: bool = False, rank: bool = False) -> None:
-        self.model = model
-        self.target_only = target_only
-        self.rank = rank
-
-    def fit(self, split: Split) -> None:  # trained by CrossRecTrainer
-        raise NotImplementedError("train with CrossRecTrainer")
-
-    def contexts(self, cases: Sequence[EvalCase], domain: str) -> list[np.ndarray]:
-        if not self.target_only:
-            return [c.context for c in cases]
-        d = self.model.domain_index[domain]
-        dom = self.model.item_tower.item_domain.cpu().numpy()
-        return [c.context[dom[c.context] == d] for c in cases]
-
-    def score(self, cases: Sequence[EvalCase], domain: str) -> torch.Tensor:
-        return self.model.score(self.contexts(cases, domain), domain, rank=self.rank)
-
-
-def _windows(
-    sequences: Sequence[np.ndarray], max_len: int, keep: Callable[[np.ndarray], bool]
-) -> tuple[list[np.ndarray], list[bool]]:
-    """Windows of at most ``max_len + 1`` items; the flag says whether a window starts its
-    sequence (only then does its first item have a known, empty, history)."""
-    windows: list[np.ndarray] = []
-    starts: list[bool] = []
-    for seq in sequences:
-        end = seq.size
-        while end > 0:
-            begin = max(0, end - max_len - 1)
-            w = seq[begin:end]
-            if keep(w if begin == 0 else w[1:]):
-                windows.append(w)
-                starts.append(begin == 0)
-            end -= max_len
-            if begin == 0:
-                break
-    return windows, starts
-
-
-@dataclass
-class StageState:
-    """Where a stage's loop stands: saved in every checkpoint, so a restarted run resumes after
-    the last finished epoch with the same early-stopping state."""
-
-    stage: str
-    epoch: int = 0
-    best_epoch: int = 0
-    best_valid_ndcg: float = float("nan")
-    best_loss: float = float("inf")
-    bad_epochs: int = 0
-    samples: int = 0
-    train_seconds: float = 0.0
-    finished: bool = False
-    history: list[dict[str, float]] = field(default_factory=list)
-
-    def to_json(self) -> dict[str, Any]:
-        data: dict[str, Any] = json_safe(self.__dict__)
-        return data
-
-    @classmethod
-    def from_json(cls, data: dict[str, Any]) -> StageState:
-        return cls(**{k: _from_json_number(v) for k, v in data.items()})
-
-
-def json_safe(value: Any) -> Any:
-    """``value`` with every non-finite float (JSON has no NaN / infinity) written as a string,
-    in nested dicts and lists too."""
-    if isinstance(value, float) and not math.isfinite(value):
-        return str(value)
-    if isinstance(value, dict):
-        return {k: json_safe(v) for k, v in value.items()}
-    if isinstance(value, list):
-        return [json_safe(v) for v in value]
-    return value
-
-
-def _from_json_number(value: Any) -> Any:
-    if value in ("nan", "inf", "-inf"):
-        return float(value)
-    return value
-
-
-class TrainContext:
-    """Where the training loop runs. This one is a single process; Ray Train workers use a
-    subclass (``training.loop.RayTrainContext``) that wraps the model in DDP, shards the batches
-    and the validation cases, reduces metrics and reports checkpoints.
-
-    The loop sees ``world_size`` workers; ``train.batch_size`` is the global batch, so each
-    worker's batch is ``ceil(batch_size / world_size)`` and an epoch has the same number of
-    optimizer steps however many workers there are.
-    """
-
-    world_size: int = 1
-    rank: int = 0
-    device: torch.device = torch.device("cpu")
-
-    def wrap_model(self, module: nn.Module) -> nn.Module:
-        """The module the loop calls forward/backward on (DDP under Ray Train)."""
-        return module
-
-    def wrap_loader(self, loader: DataLoader[dict[str, torch.Tensor]]) -> Iterable[Any]:
-        """The batches this worker trains on (its shard under Ray Train)."""
-        return loader
-
-    def all_reduce_sum(self, values: list[float]) -> list[float]:
-        """Element-wise sum of ``values`` over workers."""
-        return values
-
-    def resume(self, stage: str) -> Path | None:
-        """A stage checkpoint directory to resume from (the latest one of an interrupted run)."""
-        return None
-
-    def end_epoch(self, run: StageRun, record: dict[str, float]) -> None:
-        """Called by every worker after each epoch (Ray Train reports and checkpoints here)."""
-
-    def fault_point(self, stage: str, epoch: int, step: int, steps: int) -> None:
-        """Called before every step; fault injection lives here (off unless configured)."""
-
-    @property
-    def is_chief(self) -> bool:
-        return self.rank == 0
-
-
-class WindowBatches(Dataset[dict[str, torch.Tensor]]):
-    """One epoch's batches of training windows, collated to padded tensors (a map-style
-    dataset of whole batches, so a distributed sampler hands each worker whole batches)."""
-
-    def __init__(
-        self, windows: Sequence[np.ndarray], starts: Sequence[bool], batches: Sequence[np.ndarray]
-    ) -> None:
-        self.windows = windows
-        self.starts = starts
-        self.batches = batches
-
-    def __len__(self) -> int:
-        return len(self.batches)
-
-    def __getitem__(self, index: int) -> dict[str, torch.Tensor]:
-        rows = [self.windows[i] for i in self.batches[index]]
-        n_max = max(r.size for r in rows)
-        hist = torch.zeros(len(rows), max(1, n_max - 1), dtype=torch.long)
-        targets = torch.full((len(rows), n_max), -1, dtype=torch.long)
-        lengths = torch.zeros(len(rows), dtype=torch.long)
-        for b, r in enumerate(rows):
-            hist[b, : r.size - 1] = torch.from_numpy(r[:-1])
-            targets[b, : r.size] = torch.from_numpy(r)
-            lengths[b] = r.size - 1
-        not_start = torch.tensor([not self.starts[i] for i in self.batches[index]])
-        return {"hist": hist, "targets": targets, "lengths": lengths, "not_start": not_start}
-
-
-class StageObjective(nn.Module):
-    """One stage's training loss as a module, so DDP sees every parameter it touches: the
-    next-item loss (``train.loss``) plus, when configured, the domain adaptation loss.
-
-    The next-item loss of a position whose next item lies in domain ``d`` is a softmax over
-    ``d``'s items only (a per-domain output): over the whole catalogue (``softmax``; sampled
-    with log-Q correction above ``train.full_softmax_max_items`` items or when the item tower
-    runs the text encoder), or over in-batch positives and uniform negatives (``infonce``).
-    """
-
-    def __init__(
-        self,
-        trainer: CrossRecTrainer,
-        wanted: np.ndarray,
-        pool: torch.Tensor,
-        method: str,
-        discriminator: DomainDiscriminator | None,
-    ) -> None:
-        super().__init__()
-        self.model = trainer.model
-        self.discriminator = discriminator
-        self.trainer = [trainer]  # a list: not a submodule
-        self.method = method
-        device = trainer.model.device
-        self.wanted = torch.from_numpy(wanted).to(device)
-        self.pool = pool.to(device)
-        t = trainer.cfg.train
-        self.loss_kind = t.loss
-        # Per domain: its items (sorted global indices), whether its softmax is full, and the
-        # log of the sampling distribution of its negatives (training popularity, smoothed).
-        counts = torch.from_numpy(trainer.train_counts.astype(np.float64))
-        encoder_items = self.model.item_tower.mode != "frozen"
-        self.domain_ids: dict[int, torch.Tensor] = {}
-        self.full: dict[int, bool] = {}
-        self.log_q: dict[int, torch.Tensor] = {}
-        for d in np.flatnonzero(wanted).tolist():
-            ids = self.model.domain_items(d)
-            self.domain_ids[d] = ids
-            self.full[d] = not encoder_items and ids.numel() <= t.full_softmax_max_items
-            weights = (counts[ids.cpu()] + 1.0) ** 0.75
-            self.log_q[d] = torch.log(weights / weights.sum()).float().to(device)
-
-    def forward(
-        self,
-        hist: torch.Tensor,
-        targets: torch.Tensor,
-        lengths: torch.Tensor,
-        not_start: torch.Tensor,
-        progress: float = 0.0,
-    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """Returns (total loss, next-item loss, positions trained on)."""
-        trainer = self.trainer[0]
-        model = self.model
-        n_max = targets.shape[1]
-        states = model.user_states(hist, lengths)[:, :n_max]
-        mask = targets >= 0
-        mask &= self.wanted[model.item_tower.item_domain[targets.clamp(min=0)]]
-        mask[:, 0] &= ~not_start
-        positives = targets[mask]
-        domains = model.item_tower.item_domain[positives]
-        users = model.user_tower.user_vector(states[mask], domains, normalize=model.cosine)
-        if self.loss_kind == "infonce":
-            next_item = self._infonce(users, positives, domains)
-        else:
-            next_item = self._softmax(users, positives, domains)
-        loss = next_item
-        if self.method != "none":
-            da = trainer.adaptation_loss(self.method, progress, self.discriminator)
-            loss = loss + trainer.cfg.adaptation.weight * da
-            next_item = torch.stack([next_item, da.detach()])
-        return loss, next_item.detach(), torch.tensor(positives.numel())
-
-    def _infonce(
-        self, users: torch.Tensor, positives: torch.Tensor, domains: torch.Tensor
-    ) -> torch.Tensor:
-        model = self.model
-        k = min(self.trainer[0].cfg.train.num_negatives, self.pool.numel())
-        negatives = self.pool[torch.randint(self.pool.numel(), (k,), device=self.pool.device)]
-        candidates, inverse = torch.unique(torch.cat([positives, negatives]), return_inverse=True)
-        labels = inverse[: positives.numel()]
-        logits = users @ model.item_vectors(candidates).T * model.score_scale()
-        cand_domains = model.item_tower.item_domain[candidates]
-        logits = logits.masked_fill(cand_domains.unsqueeze(0) != domains.unsqueeze(1), -1e4)
-        return nn.functional.cross_entropy(logits, labels)
-
-    def _softmax(
-        self, users: torch.Tensor, positives: torch.Tensor, domains: torch.Tensor
-    ) -> torch.Tensor:
-        """Mean cross-entropy over positions; each domain's positions against its catalogue."""
-        model = self.model
-        scale = model.score_scale()
-        total = users.new_zeros(())
-        for d, ids in self.domain_ids.items():
-            rows = domains == d
-            n = int(rows.sum())
-            if not n:
-                continue
-            u, pos = users[rows], positives[rows]
-            if self.full[d]:
-                logits = u @ model.item_vectors(ids).T * scale
-                labels = torch.searchsorted(ids, pos)
-                total = total + nn.functional.cross_entropy(logits, labels, reduction="sum")
-                continue
-            # Sampled softmax with log-Q correction: negatives shared by the batch, drawn by
-            # smoothed popularity; subtracting log q keeps the estimate unbiased.
-            k = min(self.trainer[0].cfg.train.num_negatives, ids.numel())
-            log_q = self.log_q[d]
-            picks = torch.multinomial(log_q.exp(), k, replacement=True)
-            negatives = ids[picks]
-            pos_logit = (u * model.item_vectors(pos)).sum(-1, keepdim=True) * scale
-            pos_logit = pos_logit - log_q[torch.searchsorted(ids, pos)].unsqueeze(1)
-            neg_logits = u @ model.item_vectors(negatives).T * scale - log_q[picks].unsqueeze(0)
-            neg_logits = neg_logits.masked_fill(negatives.unsqueeze(0) == pos.unsqueeze(1), -1e4)
-            logits = torch.cat([pos_logit, neg_logits], dim=1)
-            labels = torch.zeros(n, dtype=torch.long, device=logits.device)
-            total = total + nn.functional.cross_entropy(logits, labels, reduction="sum")
-        return total / max(positives.numel(), 1)
 
 
 @dataclass
@@ -581,7 +285,7 @@ class CrossRecTrainer:
         optimizer = torch.optim.AdamW(groups, lr=t.lr, weight_decay=t.weight_decay)
         run = StageRun(stage, StageState(stage), params, optimizer, discriminator)
         if resume_from is not None:
-            from crossrec.stage_checkpoint import restore_stage
+            from crossrec.trainer.checkpoint import restore_stage
 
             restore_stage(resume_from, self, run)
             logger.info(
@@ -830,44 +534,3 @@ class CrossRecTrainer:
                 losses.append(float(loss.detach()))
         logger.info("ranker target=%s samples=%d loss=%.4f", self.target, order.size, losses[-1])
         return losses
-
-
-@torch.no_grad()
-def measure_domain_gap(
-    model: CrossRecModel, sources: list[str], target: str, n: int = 512, seed: int = 0
-) -> dict[str, float]:
-    """Source-target gap of item representations: MMD, CORAL distance, and the held-out accuracy
-    of a freshly trained domain discriminator (0.5 = indistinguishable)."""
-    gen = torch.Generator().manual_seed(seed)
-    tower = model.item_tower
-    model.eval()
-
-    def halves(domains: list[str]) -> tuple[torch.Tensor, torch.Tensor]:
-        """Representations of two disjoint random halves of the domains' items (<= n each)."""
-        ids = torch.cat([model.domain_items(d) for d in domains])
-        ids = ids[torch.randperm(ids.numel(), generator=gen)]
-        half = ids.numel() // 2
-        first, second = ids[:half][:n], ids[half:][:n]
-        return (
-            tower.represent(tower.text_features(first)),
-            tower.represent(tower.text_features(second)),
-        )
-
-    src_train, src_test = halves(sources)
-    tgt_train, tgt_test = halves([target])
-    gap = {
-        "mmd": float(mmd_distance(src_test, tgt_test)),
-        "coral": float(coral_distance(src_test, tgt_test)),
-    }
-    torch.manual_seed(seed)
-    disc = DomainDiscriminator(src_train.shape[1])
-    opt = torch.optim.Adam(disc.parameters(), lr=1e-3)
-    with torch.enable_grad():
-        for _ in range(200):
-            loss, _ = disc.loss_and_accuracy(src_train, tgt_train)
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-    _, accuracy = disc.loss_and_accuracy(src_test, tgt_test)
-    gap["discriminator_accuracy"] = accuracy
-    return gap

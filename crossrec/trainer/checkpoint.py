@@ -27,7 +27,7 @@ from crossrec import __version__
 from crossrec.errors import CrossRecError
 
 if TYPE_CHECKING:
-    from crossrec.trainer import CrossRecTrainer, StageRun
+    from crossrec.trainer.loop import CrossRecTrainer, StageRun
 
 logger = logging.getLogger(__name__)
 
@@ -87,7 +87,7 @@ def load_model_weights(directory: Path, trainer: CrossRecTrainer) -> None:
 
 def restore_stage(directory: Path, trainer: CrossRecTrainer, run: StageRun) -> None:
     """Restores model weights, optimizer, discriminator, best weights and loop state."""
-    from crossrec.trainer import StageState
+    from crossrec.trainer.state import StageState
 
     manifest = read_stage_manifest(directory)
     if manifest["stage"] != run.stage or manifest["target_domain"] != trainer.target:

@@ -27,10 +27,10 @@ from crossrec.data.dataset import CrossDomainDataset
 from crossrec.data.synthetic import TOPICS, drift_interactions, item_topics, topic_of
 from crossrec.errors import CrossRecError
 from crossrec.feature_store.redis_store import RedisFeatureStore
+from crossrec.feature_store.samples import Sample, write_samples
 from crossrec.models.crossrec_model import CrossRecModel
 from crossrec.online.finetune import evaluate_samples, model_samples
 from crossrec.online.learner import OnlineLearner, RoundOutcome
-from crossrec.online.samples import Sample, write_samples
 from crossrec.stream.events import Event, EventProducer
 
 Api = Callable[[str, str, Any], tuple[int, Any]]

@@ -17,8 +17,10 @@ from crossrec.config import RUNTIME_TRAIN_FIELDS, CrossRecConfig
 from crossrec.data.splits import EvalCase, Split
 from crossrec.encoders.text_encoder import TextEncoder
 from crossrec.models.crossrec_model import CrossRecModel
+from crossrec.models.view import ModelView
 from crossrec.recommender import Recommender
-from crossrec.trainer import CrossRecTrainer, EpochCallback, ModelView, StageReport
+from crossrec.trainer.loop import CrossRecTrainer
+from crossrec.trainer.state import EpochCallback, StageReport
 
 logger = logging.getLogger(__name__)
 
