@@ -45,9 +45,12 @@ def build_config(quick: bool, extra: list[str]) -> CrossRecConfig:
         seed=11, num_users=400 if quick else 700, items_per_domain=[300, 200]
     )
     overrides = [
-        "train.max_epochs=" + ("3" if quick else "6"), "train.patience=3",
-        "train.batch_size=64", "train.ranker_epochs=0", "eval.protocols=[full]",
-    ]  # fmt: skip
+        "train.max_epochs=" + ("3" if quick else "6"),
+        "train.patience=3",
+        "train.batch_size=64",
+        "train.ranker_epochs=0",
+        "eval.protocols=[full]",
+    ]
     return with_overrides(cfg, [*overrides, *extra])
 
 
@@ -63,17 +66,22 @@ def measure(
     ndcg = next(r.metrics["ndcg@10"] for r in rows if r.slice == "all")
     history = rec.reports["films"][-1].history
     return {
-        "method": method, "weight": weight, "mmd": round(gap["mmd"], 4),
+        "method": method,
+        "weight": weight,
+        "mmd": round(gap["mmd"], 4),
         "coral": float(f"{gap['coral']:.3g}"),
-        "probe_accuracy": round(gap["discriminator_accuracy"], 3), "valid_ndcg@10": round(ndcg, 4),
+        "probe_accuracy": round(gap["discriminator_accuracy"], 3),
+        "valid_ndcg@10": round(ndcg, 4),
         "dann_loss": round(history[-1]["dann_loss"], 3) if method == "dann" else None,
         "seconds": round(time.perf_counter() - start, 1),
-    }  # fmt: skip
+    }
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    lines = ["| method | weight | MMD | CORAL | fresh probe accuracy | valid NDCG@10 | DANN loss |",
-             "|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = [
+        "| method | weight | MMD | CORAL | fresh probe accuracy | valid NDCG@10 | DANN loss |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         dann = "" if r["dann_loss"] is None else r["dann_loss"]
         lines.append(

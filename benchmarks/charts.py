@@ -62,8 +62,9 @@ def serving_chart(rows: Sequence[dict[str, Any]], path: Path, *, title: str = ""
         mine = sorted((r for r in rows if r["mode"] == mode), key=lambda r: r["clients"])
         clients = [r["clients"] for r in mine]
         lat.plot(clients, [r["p50_ms"] for r in mine], marker="o", label=f"{mode} p50")
-        lat.plot(clients, [r["p99_ms"] for r in mine], marker="x", linestyle="--",
-                 label=f"{mode} p99")  # fmt: skip
+        lat.plot(
+            clients, [r["p99_ms"] for r in mine], marker="x", linestyle="--", label=f"{mode} p99"
+        )
         qps.plot(clients, [r["qps"] for r in mine], marker="o", label=mode)
     for ax, label in ((lat, "latency (ms)"), (qps, "requests / s")):
         ax.set_xscale("log", base=2)
@@ -80,8 +81,9 @@ def stream_chart(rows: Sequence[dict[str, Any]], path: Path, *, title: str = "")
     plt = _pyplot()
     mine = sorted(rows, key=lambda r: r["batch_size"])
     fig, ax = plt.subplots(figsize=(6, 3.6), dpi=100)
-    ax.plot([r["batch_size"] for r in mine], [r["events_per_s_per_worker"] for r in mine],
-            marker="o")  # fmt: skip
+    ax.plot(
+        [r["batch_size"] for r in mine], [r["events_per_s_per_worker"] for r in mine], marker="o"
+    )
     ax.set_xscale("log")
     ax.set_xlabel("stream.batch_size (events per poll and Redis pipeline)")
     ax.set_ylabel("events / s (one worker)")

@@ -42,8 +42,16 @@ def world_samples(dataset: Any, context_length: int) -> list[Sample]:
     for user, seq in dataset.iter_sequences():
         keys = [(dataset.items[g].domain, dataset.items[g].item_id) for g in seq.tolist()]
         for n in range(1, len(keys)):
-            out.append(Sample(f"{user}-{n}", user, keys[n][0], keys[n][1], float(n),
-                              tuple(keys[:n][-context_length:])))  # fmt: skip
+            out.append(
+                Sample(
+                    f"{user}-{n}",
+                    user,
+                    keys[n][0],
+                    keys[n][1],
+                    float(n),
+                    tuple(keys[:n][-context_length:]),
+                )
+            )
     return out
 
 
@@ -71,8 +79,10 @@ def main(argv: list[str] | None = None) -> int:
         replay = cfg.online.regression_size + max(sizes)
         needed = replay + sum(sizes)
         if len(samples) < needed:
-            raise CrossRecError(f"the world has {len(samples):,} samples; the sizes need "
-                                f"{needed:,} (more data.synthetic.num_users)")  # fmt: skip
+            raise CrossRecError(
+                f"the world has {len(samples):,} samples; the sizes need "
+                f"{needed:,} (more data.synthetic.num_users)"
+            )
         store = RedisFeatureStore.from_config(cfg.feature_store)
         try:
             publish_model(store, Path(tmp) / "version")
@@ -88,23 +98,31 @@ def main(argv: list[str] | None = None) -> int:
                 if outcome is None:
                     raise CrossRecError(f"no round ran for {size} samples")
                 window = outcome.data_window
-                row = {"new_samples": window["new_samples"] + window["holdout_samples"],
-                       "replay": window["replay_samples"], "holdout": window["holdout_samples"],
-                       "round_s": outcome.seconds["round"], "train_s": outcome.seconds["train"],
-                       "accepted": outcome.accepted}  # fmt: skip
+                row = {
+                    "new_samples": window["new_samples"] + window["holdout_samples"],
+                    "replay": window["replay_samples"],
+                    "holdout": window["holdout_samples"],
+                    "round_s": outcome.seconds["round"],
+                    "train_s": outcome.seconds["train"],
+                    "accepted": outcome.accepted,
+                }
                 rows.append(row)
                 print(f"round: {row}", flush=True)
         finally:
             store.close()
     print()
-    print(f"steps={cfg.online.steps} batch={cfg.online.batch_size} finetune={cfg.online.finetune} "
-          f"items={dataset.num_items:,} torch threads={torch.get_num_threads()}")  # fmt: skip
+    print(
+        f"steps={cfg.online.steps} batch={cfg.online.batch_size} finetune={cfg.online.finetune} "
+        f"items={dataset.num_items:,} torch threads={torch.get_num_threads()}"
+    )
     print("| new samples | replay | holdout | round s | candidate s (load, score, train, save) |")
     # (after the first round, "new" includes the previous round's holdout, trained on now)
     print("|---|---|---|---|---|")
     for r in rows:
-        print(f"| {r['new_samples']:,} | {r['replay']:,} | {r['holdout']:,} | "
-              f"{r['round_s']:.2f} | {r['train_s']:.2f} |")  # fmt: skip
+        print(
+            f"| {r['new_samples']:,} | {r['replay']:,} | {r['holdout']:,} | "
+            f"{r['round_s']:.2f} | {r['train_s']:.2f} |"
+        )
     if args.json:
         args.json.write_text(json.dumps({"rows": rows}, indent=2) + "\n")
     return 0

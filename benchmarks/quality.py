@@ -59,9 +59,12 @@ def build_config(name: str, quick: bool, extra: list[str] | None = None) -> Cros
 
 # LoRA trains the encoder end to end: on a CPU it is bounded so the table finishes.
 LORA_CPU_BOUNDS = [
-    "train.pretrain_max_epochs=1", "train.max_epochs=2", "train.max_steps_per_epoch=40",
-    "train.batch_size=64", "train.num_negatives=128",
-]  # fmt: skip
+    "train.pretrain_max_epochs=1",
+    "train.max_epochs=2",
+    "train.max_steps_per_epoch=40",
+    "train.batch_size=64",
+    "train.num_negatives=128",
+]
 QUICK_CROSSREC = ["train.pretrain_max_epochs=2", "train.max_epochs=3"]
 
 

@@ -174,7 +174,7 @@ def prepare(cfg: CrossRecConfig, root: Path) -> Path:
                 domain=it.domain,
                 event_type="view",
                 timestamp=now - 100 + n,
-            )  # fmt: skip
+            )
             for n, it in enumerate(dataset.items[:: max(1, dataset.num_items // 20)][:20])
         ]
         store.write_events(events)
@@ -211,9 +211,12 @@ def main(argv: list[str] | None = None) -> int:
     # CPU each) beside the encoder. `--set` overrides it (e.g. serve.haproxy=false).
     tuned = ["serve.haproxy=true", "serve.recommender.num_replicas=2"]
     cfg = load_config(None, overrides=tuned + args.overrides)
-    print(f"serve settings: haproxy={cfg.serve.haproxy} recommender replicas="
-          f"{cfg.serve.recommender.num_replicas} x {cfg.serve.recommender.num_cpus} CPU, "
-          f"torch threads {cfg.serve.recommender.torch_threads}", flush=True)  # fmt: skip
+    print(
+        f"serve settings: haproxy={cfg.serve.haproxy} recommender replicas="
+        f"{cfg.serve.recommender.num_replicas} x {cfg.serve.recommender.num_cpus} CPU, "
+        f"torch threads {cfg.serve.recommender.torch_threads}",
+        flush=True,
+    )
     cfg.serve.port = free_port()
     # The key check is part of what is measured: user-keyed reads need a key by default.
     from serving.auth import configured_key, with_local_key
@@ -236,9 +239,11 @@ def main(argv: list[str] | None = None) -> int:
             raise CrossRecError("the in-process path did not read the stored user vector")
         for clients in levels:
             row: dict[str, Any] = {"mode": "in_process", "clients": clients}
-            row.update(closed_loop_threads(
-                lambda: service.recommend_user(USER, "films", k=10), clients, seconds, warmup
-            ))  # fmt: skip
+            row.update(
+                closed_loop_threads(
+                    lambda: service.recommend_user(USER, "films", k=10), clients, seconds, warmup
+                )
+            )
             rows.append(row)
             print(f"in_process clients={clients}: {row}", flush=True)
         store.close()
@@ -247,28 +252,40 @@ def main(argv: list[str] | None = None) -> int:
 
         with serve_app(cfg, version) as url:
             for clients in levels:
-                row = {"mode": "serve", "clients": clients, "haproxy": cfg.serve.haproxy,
-                       "replicas": cfg.serve.recommender.num_replicas}  # fmt: skip
+                row = {
+                    "mode": "serve",
+                    "clients": clients,
+                    "haproxy": cfg.serve.haproxy,
+                    "replicas": cfg.serve.recommender.num_replicas,
+                }
                 row.update(closed_loop_http(url, clients, seconds, warmup, key))
                 rows.append(row)
                 print(f"serve clients={clients}: {row}", flush=True)
 
     print()
-    print(f"{'mode':<11} {'clients':>7} {'requests':>9} {'p50 ms':>8} {'p95 ms':>8} "
-          f"{'p99 ms':>8} {'QPS':>8}")  # fmt: skip
+    print(
+        f"{'mode':<11} {'clients':>7} {'requests':>9} {'p50 ms':>8} {'p95 ms':>8} "
+        f"{'p99 ms':>8} {'QPS':>8}"
+    )
     for r in rows:
-        print(f"{r['mode']:<11} {r['clients']:>7} {r['requests']:>9} {r['p50_ms']:>8.2f} "
-              f"{r['p95_ms']:>8.2f} {r['p99_ms']:>8.2f} {r['qps']:>8.1f}")  # fmt: skip
+        print(
+            f"{r['mode']:<11} {r['clients']:>7} {r['requests']:>9} {r['p50_ms']:>8.2f} "
+            f"{r['p95_ms']:>8.2f} {r['p99_ms']:>8.2f} {r['qps']:>8.1f}"
+        )
     print()
     for clients in levels:
         s = next(r for r in rows if r["mode"] == "serve" and r["clients"] == clients)
         p = next(r for r in rows if r["mode"] == "in_process" and r["clients"] == clients)
-        print(f"clients={clients}: serve/in-process p50 {s['p50_ms'] / p['p50_ms']:.1f}x, "
-              f"QPS {s['qps'] / p['qps']:.2f}x")  # fmt: skip
+        print(
+            f"clients={clients}: serve/in-process p50 {s['p50_ms'] / p['p50_ms']:.1f}x, "
+            f"QPS {s['qps'] / p['qps']:.2f}x"
+        )
     eight = next((r for r in rows if r["mode"] == "serve" and r["clients"] == 8), None)
     if eight is not None:
-        print(f"goal at 8 clients: p50 <= 15 ms ({eight['p50_ms']:.1f}), "
-              f"p99 <= 50 ms ({eight['p99_ms']:.1f})")  # fmt: skip
+        print(
+            f"goal at 8 clients: p50 <= 15 ms ({eight['p50_ms']:.1f}), "
+            f"p99 <= 50 ms ({eight['p99_ms']:.1f})"
+        )
     if args.json:
         args.json.write_text(json.dumps({"rows": rows}, indent=2) + "\n")
         print(f"wrote {args.json}")

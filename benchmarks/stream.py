@@ -69,7 +69,7 @@ def throughput(cfg: CrossRecConfig, n: int, domains: list[str]) -> dict[str, flo
                     domain=rng.choice(domains),
                     event_type="view",
                     timestamp=now - 60 + i * 1e-4,
-                )  # fmt: skip
+                )
             )
     cfg.stream.group_id = "bench-throughput"
     worker = StreamWorker(cfg)
@@ -111,21 +111,37 @@ def freshness(
     try:
         with EventProducer(cfg.stream, linger_ms=0) as producer:
             # Warm-up: group join, model load, first vector.
-            warm = Event(event_id="warm", user_id="warm", item_id=items[0][1], domain=items[0][0],
-                         event_type="view", timestamp=time.time())  # fmt: skip
+            warm = Event(
+                event_id="warm",
+                user_id="warm",
+                item_id=items[0][1],
+                domain=items[0][0],
+                event_type="view",
+                timestamp=time.time(),
+            )
             producer.send(warm)
             producer.flush()
-            _wait(lambda: store.user_vector("warm", model.target_domain) is not None, 120,
-                  "the warm-up vector")  # fmt: skip
+            _wait(
+                lambda: store.user_vector("warm", model.target_domain) is not None,
+                120,
+                "the warm-up vector",
+            )
             for p in range(probes):
                 user = f"probe-{rng.randrange(200)}"
                 before = store.user_vector(user, model.target_domain)
                 seq = -1 if before is None else before.seq
                 domain, item = rng.choice(items)
                 sent = time.perf_counter()
-                producer.send(Event(event_id=f"probe-{p}", user_id=user, item_id=item,
-                                    domain=domain, event_type="click",
-                                    timestamp=time.time()))  # fmt: skip
+                producer.send(
+                    Event(
+                        event_id=f"probe-{p}",
+                        user_id=user,
+                        item_id=item,
+                        domain=domain,
+                        event_type="click",
+                        timestamp=time.time(),
+                    )
+                )
                 producer.flush()
 
                 def fresh(user: str = user, seq: int = seq) -> bool:
@@ -139,8 +155,12 @@ def freshness(
         thread.join(60)
         store.close()
     arr = np.asarray(latencies)
-    return {"p50": float(np.percentile(arr, 50)), "p99": float(np.percentile(arr, 99)),
-            "max": float(arr.max()), "probes": len(latencies)}  # fmt: skip
+    return {
+        "p50": float(np.percentile(arr, 50)),
+        "p99": float(np.percentile(arr, 99)),
+        "max": float(arr.max()),
+        "probes": len(latencies),
+    }
 
 
 def table(result: dict[str, Any]) -> str:
@@ -172,8 +192,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--events", type=int, help="Events for the throughput phase.")
     parser.add_argument("--probes", type=int, help="Freshness probes.")
     parser.add_argument("--json", type=Path, help="Write the result to this JSON file.")
-    parser.add_argument("--batch-sizes", help="Throughput at each of these stream.batch_size "
-                        "values too (comma-separated), e.g. 100,500,2000.")  # fmt: skip
+    parser.add_argument(
+        "--batch-sizes",
+        help="Throughput at each of these stream.batch_size "
+        "values too (comma-separated), e.g. 100,500,2000.",
+    )
     parser.add_argument("--plot", type=Path, help="Draw throughput against batch size (PNG).")
     parser.add_argument("--set", action="append", default=[], help="Config override a.b=c.")
     args = parser.parse_args(argv)
@@ -182,8 +205,15 @@ def main(argv: list[str] | None = None) -> int:
     n = args.events or (20_000 if args.quick else 100_000)
     probes = args.probes or (100 if args.quick else 500)
     try:
-        cfg = load_config(None, ["stream.bootstrap_servers=null", "feature_store.url=null",
-                                 "data.synthetic.num_users=600", *args.set])  # fmt: skip
+        cfg = load_config(
+            None,
+            [
+                "stream.bootstrap_servers=null",
+                "feature_store.url=null",
+                "data.synthetic.num_users=600",
+                *args.set,
+            ],
+        )
     except CrossRecError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2
@@ -194,12 +224,18 @@ def main(argv: list[str] | None = None) -> int:
         stream_services(cfg) as services,
     ):
         run_cfg = services.cfg
-        print(f"throughput: {n:,} events, 1 worker, batch_size={run_cfg.stream.batch_size}",
-              flush=True)  # fmt: skip
+        print(
+            f"throughput: {n:,} events, 1 worker, batch_size={run_cfg.stream.batch_size}",
+            flush=True,
+        )
         tp = throughput(run_cfg.model_copy(deep=True), n, domains)
         print(f"  {tp['events_per_s_per_worker']:,.0f} events/s", flush=True)
-        by_batch = [{"batch_size": run_cfg.stream.batch_size,
-                     "events_per_s_per_worker": tp["events_per_s_per_worker"]}]  # fmt: skip
+        by_batch = [
+            {
+                "batch_size": run_cfg.stream.batch_size,
+                "events_per_s_per_worker": tp["events_per_s_per_worker"],
+            }
+        ]
         for size in [int(b) for b in (args.batch_sizes or "").split(",") if b.strip()]:
             if size == run_cfg.stream.batch_size:
                 continue

@@ -39,9 +39,17 @@ from crossrec.experiments import target_domains_for
 
 # Peak dense bf16 tensor throughput (TFLOP/s) by GPU name, from the vendors' data sheets.
 PEAK_BF16_TFLOPS = {
-    "H200": 989.0, "H100 SXM": 989.0, "H100 PCIe": 756.0, "H100": 989.0, "A100": 312.0,
-    "L40S": 362.0, "L4": 121.0, "A10G": 70.0, "A10": 125.0, "RTX 4090": 165.0,
-}  # fmt: skip
+    "H200": 989.0,
+    "H100 SXM": 989.0,
+    "H100 PCIe": 756.0,
+    "H100": 989.0,
+    "A100": 312.0,
+    "L40S": 362.0,
+    "L4": 121.0,
+    "A10G": 70.0,
+    "A10": 125.0,
+    "RTX 4090": 165.0,
+}
 
 
 def build_config(quick: bool, extra: list[str]) -> CrossRecConfig:
@@ -49,8 +57,10 @@ def build_config(quick: bool, extra: list[str]) -> CrossRecConfig:
         "data.synthetic.num_users=" + ("600" if quick else "3000"),
         "train.pretrain_max_epochs=" + ("2" if quick else "3"),
         "train.max_epochs=" + ("2" if quick else "3"),
-        "train.patience=5", "train.ranker_epochs=0", "eval.protocols=[full]",
-    ]  # fmt: skip
+        "train.patience=5",
+        "train.ranker_epochs=0",
+        "eval.protocols=[full]",
+    ]
     return load_config(None, [*overrides, *extra])
 
 
@@ -76,9 +86,15 @@ def plain_loop(cfg: CrossRecConfig, device: str, mode: str) -> dict[str, Any]:
     for stage in cfg.train.stages:
         history += trainer.run_stage(stage).history
     samples, seconds = _rate(history)
-    return {"runner": "plain-pytorch", "workers": 1, "device": device, "mode": mode,
-            "samples": int(samples), "train_seconds": round(seconds, 2),
-            "samples_per_s": round(samples / seconds, 1)}  # fmt: skip
+    return {
+        "runner": "plain-pytorch",
+        "workers": 1,
+        "device": device,
+        "mode": mode,
+        "samples": int(samples),
+        "train_seconds": round(seconds, 2),
+        "samples_per_s": round(samples / seconds, 1),
+    }
 
 
 def ray_train(cfg: CrossRecConfig, workers: int, storage: Path) -> dict[str, Any]:
@@ -88,9 +104,15 @@ def ray_train(cfg: CrossRecConfig, workers: int, storage: Path) -> dict[str, Any
     run = run_training(cfg, name=f"scaling-{workers}")
     history = [h for stage in run.stages for h in stage.history]
     samples, seconds = _rate(history)
-    return {"runner": "ray-train", "workers": workers, "device": "cpu", "mode": "frozen",
-            "samples": int(samples), "train_seconds": round(seconds, 2),
-            "samples_per_s": round(samples / seconds, 1)}  # fmt: skip
+    return {
+        "runner": "ray-train",
+        "workers": workers,
+        "device": "cpu",
+        "mode": "frozen",
+        "samples": int(samples),
+        "train_seconds": round(seconds, 2),
+        "samples_per_s": round(samples / seconds, 1),
+    }
 
 
 def encoder_throughput(cfg: CrossRecConfig, quick: bool) -> dict[str, Any]:
@@ -117,15 +139,23 @@ def encoder_throughput(cfg: CrossRecConfig, quick: bool) -> dict[str, Any]:
     achieved = 2.0 * params * tokens / seconds / 1e12
     name = torch.cuda.get_device_name()
     peak = next((v for k, v in PEAK_BF16_TFLOPS.items() if k in name), None)
-    return {"runner": "encoder", "workers": 1, "device": name, "mode": "encoder-bf16",
-            "texts_per_s": round(len(texts) / seconds, 1), "tflops": round(achieved, 2),
-            "peak_bf16_tflops": peak,
-            "peak_fraction": round(achieved / peak, 4) if peak else None}  # fmt: skip
+    return {
+        "runner": "encoder",
+        "workers": 1,
+        "device": name,
+        "mode": "encoder-bf16",
+        "texts_per_s": round(len(texts) / seconds, 1),
+        "tflops": round(achieved, 2),
+        "peak_bf16_tflops": peak,
+        "peak_fraction": round(achieved / peak, 4) if peak else None,
+    }
 
 
 def table(rows: list[dict[str, Any]]) -> str:
-    lines = ["| runner | workers | device | mode | samples/s | texts/s | peak bf16 share |",
-             "|---|---|---|---|---|---|---|"]  # fmt: skip
+    lines = [
+        "| runner | workers | device | mode | samples/s | texts/s | peak bf16 share |",
+        "|---|---|---|---|---|---|---|",
+    ]
     for r in rows:
         share = r.get("peak_fraction")
         lines.append(

@@ -126,8 +126,10 @@ def _load(config: Path | None, overrides: list[str] | None, **data: Any):  # typ
 
 def _require_data_with_format(data: object, fmt: str | None) -> None:
     if (data is None) != (fmt is None):
-        _fail("--data and --format go together (e.g. --data ../shared/data/ml-100k --format "
-              "movielens)")  # fmt: skip
+        _fail(
+            "--data and --format go together (e.g. --data ../shared/data/ml-100k --format "
+            "movielens)"
+        )
 
 
 def _print_version(value: bool) -> None:
@@ -269,8 +271,11 @@ def evaluate(
     from crossrec.evaluation import format_rows
     from crossrec.experiments import all_model_names, evaluate_checkpoint, run_models
 
-    chosen = [n for n, v in (("--baseline", baseline), ("--model", model),
-                             ("--checkpoint", checkpoint)) if v is not None]  # fmt: skip
+    chosen = [
+        n
+        for n, v in (("--baseline", baseline), ("--model", model), ("--checkpoint", checkpoint))
+        if v is not None
+    ]
     if len(chosen) != 1:
         _fail("give exactly one of --baseline, --model, --checkpoint")
     if protocol not in (None, "full", "sampled"):
@@ -386,12 +391,18 @@ def train(
         from crossrec.experiments import train_crossrec
 
         result = train_crossrec(
-            cfg, output or Path("checkpoints/crossrec"),
+            cfg,
+            output or Path("checkpoints/crossrec"),
             on_epoch=lambda record: progress(describe_epoch(record)),
-        )  # fmt: skip
+        )
         if as_json:
-            _emit({"rows": [r.to_dict() for r in result.rows],
-                   "models": {t: str(p) for t, p in result.checkpoints.items()}}, True)  # fmt: skip
+            _emit(
+                {
+                    "rows": [r.to_dict() for r in result.rows],
+                    "models": {t: str(p) for t, p in result.checkpoints.items()},
+                },
+                True,
+            )
             return
         typer.echo(format_rows(result.rows, cfg.eval.ks, cfg.eval.num_negatives))
         for target, path in result.checkpoints.items():
@@ -403,15 +414,20 @@ def train(
     verbose = logging.getLogger().getEffectiveLevel() <= logging.DEBUG
     try:
         run = run_training(
-            cfg, name=run_name, on_event=lambda event: progress(describe_event(event)),
+            cfg,
+            name=run_name,
+            on_event=lambda event: progress(describe_event(event)),
             log_to_driver=verbose,
-        )  # fmt: skip
+        )
     except (KeyboardInterrupt, SystemExit):
         # Ray Train's own Ctrl-C handler aborts the stage and exits through SystemExit.
         from crossrec.ray_runtime import TERMINATED
 
-        typer.echo(f"{'terminated (SIGTERM)' if TERMINATED.is_set() else 'interrupted'}; rerun "
-                   f"the same command (--name {run_name}) to resume", err=True)  # fmt: skip
+        typer.echo(
+            f"{'terminated (SIGTERM)' if TERMINATED.is_set() else 'interrupted'}; rerun "
+            f"the same command (--name {run_name}) to resume",
+            err=True,
+        )
         raise typer.Exit(143 if TERMINATED.is_set() else 130) from None
     if not as_json:
         typer.echo(format_rows(run.rows, cfg.eval.ks, cfg.eval.num_negatives))
@@ -421,8 +437,14 @@ def train(
             run.storage.download(f"models/{target}", output / target)
             progress(f"  copied to {output / target}")
     if as_json:
-        _emit({"run": run_name, "rows": [r.to_dict() for r in run.rows],
-               "models": {t: str(u) for t, u in run.models.items()}}, True)  # fmt: skip
+        _emit(
+            {
+                "run": run_name,
+                "rows": [r.to_dict() for r in run.rows],
+                "models": {t: str(u) for t, u in run.models.items()},
+            },
+            True,
+        )
 
 
 @app.command("tune")
@@ -510,10 +532,16 @@ def recommend(
                 typer.echo(f"  [{dataset.items[g].domain}] {dataset.items[g].title}")
     items = recommend_items(models, domain, history=history, query=query, k=k)
     doc = {
-        "domain": domain, "user": user, "query": query, "k": k, "history_items": len(history),
-        "items": [{"rank": n, "item_id": r.item_id, "title": r.title, "score": r.score}
-                  for n, r in enumerate(items, start=1)],
-    }  # fmt: skip
+        "domain": domain,
+        "user": user,
+        "query": query,
+        "k": k,
+        "history_items": len(history),
+        "items": [
+            {"rank": n, "item_id": r.item_id, "title": r.title, "score": r.score}
+            for n, r in enumerate(items, start=1)
+        ],
+    }
     _emit(doc, as_json, output)
     if as_json:
         return
@@ -606,9 +634,15 @@ def stream(
 
     cfg = _load(config, set_)
     reports = run_stream(
-        cfg, workers=workers, local=local, model=model, events_file=events,
-        idle_exit_s=idle_exit, ray_address=address or cfg.train.ray_address, echo=typer.echo,
-    )  # fmt: skip
+        cfg,
+        workers=workers,
+        local=local,
+        model=model,
+        events_file=events,
+        idle_exit_s=idle_exit,
+        ray_address=address or cfg.train.ray_address,
+        echo=typer.echo,
+    )
     typer.echo(summarize(reports))
 
 
@@ -685,9 +719,14 @@ def events_produce(
     handle, name = open_events(path)
     with handle, EventProducer(cfg.stream) as producer:
         report = produce_lines(
-            producer, handle, name, domains=cfg.stream.domains, raw=raw,
-            skip_invalid=skip_invalid, on_skip=lambda e: typer.echo(f"skipped {e}", err=True),
-        )  # fmt: skip
+            producer,
+            handle,
+            name,
+            domains=cfg.stream.domains,
+            raw=raw,
+            skip_invalid=skip_invalid,
+            on_skip=lambda e: typer.echo(f"skipped {e}", err=True),
+        )
     typer.echo(
         f"sent {report.sent:,} events to {cfg.stream.topic}"
         + (f"; skipped {report.skipped:,} invalid lines" if report.skipped else "")
@@ -723,8 +762,9 @@ def models_register(
     metrics = {}
     for name, ckpt in checkpoint_dirs(path).items():
         manifest = json.loads((ckpt / "manifest.json").read_text())
-        metrics.update({f"{name}/{k}" if name else k: v
-                        for k, v in (manifest.get("metrics") or {}).items()})  # fmt: skip
+        metrics.update(
+            {f"{name}/{k}" if name else k: v for k, v in (manifest.get("metrics") or {}).items()}
+        )
     record = ModelRegistry(cfg.registry.root).register(path, parent=parent, metrics=metrics)
     typer.echo(f"registered {record.version} at {record.uri}")
 
@@ -750,8 +790,10 @@ def models_list(config: ConfigOpt = None, set_: SetOpt = None, as_json: JsonOpt 
         typer.echo(f"no model versions in {cfg.registry.root}")
     for r in records:
         mark = "*" if r.version == current else " "
-        typer.echo(f"{mark} {r.version}  {r.created_at}  parent={r.parent or '-'}  "
-                   f"metrics={len(r.metrics)}")  # fmt: skip
+        typer.echo(
+            f"{mark} {r.version}  {r.created_at}  parent={r.parent or '-'}  "
+            f"metrics={len(r.metrics)}"
+        )
 
 
 @models_app.command("show")
@@ -876,8 +918,9 @@ def online_run(
         if cfg.online.metrics_port is not None:
             learner.metrics.serve(cfg.online.metrics_port, cfg.online.metrics_host)
             stack.callback(learner.metrics.close)
-            typer.echo(f"metrics: http://{cfg.online.metrics_host}:{cfg.online.metrics_port}"
-                       "/metrics")  # fmt: skip
+            typer.echo(
+                f"metrics: http://{cfg.online.metrics_host}:{cfg.online.metrics_port}/metrics"
+            )
         if now or drill is not None:
             outcome = learner.run_round(force=True, drill=drill)
             if outcome is None:
@@ -888,11 +931,14 @@ def online_run(
             else:
                 show(outcome)
             return
-        typer.echo(f"online learner: a round every {cfg.online.every_samples} samples or "
-                   f"{cfg.online.every_s:g}s (Ctrl-C stops)")  # fmt: skip
+        typer.echo(
+            f"online learner: a round every {cfg.online.every_samples} samples or "
+            f"{cfg.online.every_s:g}s (Ctrl-C stops)"
+        )
         with stop_on_signals(stop.set):
-            learner.run(should_stop=stop.is_set, max_rounds=rounds, max_seconds=exit_after,
-                        on_outcome=show)  # fmt: skip
+            learner.run(
+                should_stop=stop.is_set, max_rounds=rounds, max_seconds=exit_after, on_outcome=show
+            )
 
 
 @online_app.command("status")
@@ -914,17 +960,20 @@ def online_status(
         # One reading of the store serves both outputs (pending() reads the buffer).
         status = {
             "current_version": pointer.version if pointer else None,
-            "samples_buffered": len(learner.buffer), "buffer_size": cfg.online.buffer_size,
+            "samples_buffered": len(learner.buffer),
+            "buffer_size": cfg.online.buffer_size,
             "new_since_last_round": len(learner.pending()),
             "decisions": learner.buffer.decisions(decisions),
-        }  # fmt: skip
+        }
         if as_json:
             _emit(status, True)
             return
         typer.echo(f"current version: {status['current_version'] or '-'}")
-        typer.echo(f"samples buffered: {status['samples_buffered']:,} (cap "
-                   f"{status['buffer_size']:,}); new since the last round: "
-                   f"{status['new_since_last_round']:,}")  # fmt: skip
+        typer.echo(
+            f"samples buffered: {status['samples_buffered']:,} (cap "
+            f"{status['buffer_size']:,}); new since the last round: "
+            f"{status['new_since_last_round']:,}"
+        )
         for row in status["decisions"]:
             when = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(row["decided_at"]))
             typer.echo(f"{when}  {RoundOutcome(**row).summary()}")

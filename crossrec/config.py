@@ -383,9 +383,18 @@ class TrainConfig(_Section):
 # Where and how training runs, not what it computes: runs that differ only in these resume
 # each other and share results.
 RUNTIME_TRAIN_FIELDS = frozenset(
-    {"num_workers", "use_gpu", "resources_per_worker", "accelerator_type", "max_failures",
-     "checkpoints_to_keep", "ray_address", "storage_path", "tensorboard"}
-)  # fmt: skip
+    {
+        "num_workers",
+        "use_gpu",
+        "resources_per_worker",
+        "accelerator_type",
+        "max_failures",
+        "checkpoints_to_keep",
+        "ray_address",
+        "storage_path",
+        "tensorboard",
+    }
+)
 
 
 class TuneConfig(_Section):
@@ -1034,9 +1043,11 @@ class CrossRecConfig(_Section):
 
 REDACTED = "**redacted**"
 SECRET_FIELDS = (
-    ("serve", "api_key"), ("serve", "read_api_key"), ("stream", "sasl_password"),
+    ("serve", "api_key"),
+    ("serve", "read_api_key"),
+    ("stream", "sasl_password"),
     ("feature_store", "password"),
-)  # fmt: skip
+)
 URL_FIELDS = (("feature_store", "url"),)
 
 
@@ -1221,8 +1232,14 @@ def config_reference() -> str:
     def rows(model: type[BaseModel], prefix: str) -> list[str]:
         lines = []
         for name, info in model.model_fields.items():
-            sub = next((t for t in (info.annotation, *get_args(info.annotation))
-                        if isinstance(t, type) and issubclass(t, BaseModel)), None)  # fmt: skip
+            sub = next(
+                (
+                    t
+                    for t in (info.annotation, *get_args(info.annotation))
+                    if isinstance(t, type) and issubclass(t, BaseModel)
+                ),
+                None,
+            )
             if sub is not None and info.default_factory is not None:
                 lines += rows(sub, f"{prefix}{name}.")
                 continue
@@ -1238,6 +1255,14 @@ def config_reference() -> str:
         assert isinstance(model, type)
         assert issubclass(model, BaseModel)
         doc = (model.__doc__ or "").strip().split("\n\n")[0].replace("\n", " ")
-        out += [f"#### `{section}`", "", doc, "", "| field | type | default | meaning |",
-                "|---|---|---|---|", *rows(model, f"{section}."), ""]  # fmt: skip
+        out += [
+            f"#### `{section}`",
+            "",
+            doc,
+            "",
+            "| field | type | default | meaning |",
+            "|---|---|---|---|",
+            *rows(model, f"{section}."),
+            "",
+        ]
     return "\n".join(out).rstrip() + "\n"

@@ -451,10 +451,15 @@ class EmbeddedRedisCluster:
     def __init__(self, nodes: int = 3, *, timeout_s: float = 30.0) -> None:
         if nodes < 1:
             raise ValueError(f"a cluster needs at least one node, got {nodes}")
-        config = ["cluster-enabled yes", "cluster-config-file nodes.conf",
-                  "cluster-node-timeout 2000", "appendonly no"]  # fmt: skip
-        self.nodes = [EmbeddedRedis(port=_cluster_port(), extra_config=config)
-                      for _ in range(nodes)]  # fmt: skip
+        config = [
+            "cluster-enabled yes",
+            "cluster-config-file nodes.conf",
+            "cluster-node-timeout 2000",
+            "appendonly no",
+        ]
+        self.nodes = [
+            EmbeddedRedis(port=_cluster_port(), extra_config=config) for _ in range(nodes)
+        ]
         self.timeout_s = timeout_s
 
     @property

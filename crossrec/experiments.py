@@ -102,9 +102,12 @@ def _validation_rows(
         model.rank = False  # type: ignore[attr-defined]
         try:
             rows += evaluator.evaluate(
-                model, "valid", protocols=["full"], model_name=f"{name} (retrieval only)",
+                model,
+                "valid",
+                protocols=["full"],
+                model_name=f"{name} (retrieval only)",
                 slices=["all"],
-            )  # fmt: skip
+            )
         finally:
             model.rank = True  # type: ignore[attr-defined]
     for row in rows:

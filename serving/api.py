@@ -181,9 +181,12 @@ def create_api(
 
     def _refuse(given: str | None, what: str) -> None:
         if given is None:
-            raise RequestError(401, "missing_api_key",
-                               f"{what} needs an API key (X-API-Key or Authorization: Bearer)",
-                               field="X-API-Key")  # fmt: skip
+            raise RequestError(
+                401,
+                "missing_api_key",
+                f"{what} needs an API key (X-API-Key or Authorization: Bearer)",
+                field="X-API-Key",
+            )
         raise RequestError(403, "invalid_api_key", "the API key is not valid", field="X-API-Key")
 
     def require_key(key: ApiKey, token: BearerToken) -> None:
@@ -211,9 +214,11 @@ def create_api(
             reason = ctx.get("error", "JSON decode error")
             at = first.get("loc", ())[-1] if first.get("loc") else "?"
             return error_response(
-                422, "malformed_json", f"the body is not valid JSON: {reason} (at character {at})",
+                422,
+                "malformed_json",
+                f"the body is not valid JSON: {reason} (at character {at})",
                 "body",
-            )  # fmt: skip
+            )
         message = "; ".join(
             f"{_field_of(tuple(e.get('loc', ())))}: "
             + str(e.get("msg", "")).removeprefix("Value error, ")
@@ -225,9 +230,13 @@ def create_api(
     async def _http(request: Request, exc: StarletteHTTPException) -> JSONResponse:
         if exc.status_code == 400 and exc.detail == "There was an error parsing the body":
             # FastAPI's answer to a body its JSON parser gave up on (e.g. nested thousands deep).
-            return error_response(400, "malformed_json", "the body could not be parsed as JSON "
-                                  "(malformed, or nested deeper than the parser allows)",
-                                  "body")  # fmt: skip
+            return error_response(
+                400,
+                "malformed_json",
+                "the body could not be parsed as JSON "
+                "(malformed, or nested deeper than the parser allows)",
+                "body",
+            )
         code = {404: "not_found", 405: "method_not_allowed", 413: "body_too_large"}.get(
             exc.status_code, "http_error"
         )
@@ -246,9 +255,11 @@ def create_api(
         # addresses, data) a client must not see. The reference ties the two together.
         reference = secrets.token_hex(6)
         logger.exception("unexpected error path=%s reference=%s", request.url.path, reference)
-        return error_response(500, "internal_error",
-                              f"internal error ({type(exc).__name__}); reference {reference} "
-                              "in the server log")  # fmt: skip
+        return error_response(
+            500,
+            "internal_error",
+            f"internal error ({type(exc).__name__}); reference {reference} in the server log",
+        )
 
     def versioned(response: Response, version: str) -> None:
         response.headers[VERSION_HEADER] = version
@@ -259,8 +270,9 @@ def create_api(
         """Liveness: the replica's process answers."""
         return {"status": "ok"}
 
-    @app.get("/v1/readyz", response_model=Health, tags=["status"],
-             responses={503: {"model": Health}})  # fmt: skip
+    @app.get(
+        "/v1/readyz", response_model=Health, tags=["status"], responses={503: {"model": Health}}
+    )
     async def readyz() -> JSONResponse:
         """Readiness: a model version is loaded and the feature store answers."""
         health = await run_in_threadpool(service.health)
@@ -273,8 +285,12 @@ def create_api(
         versioned(response, info.model_version)
         return info
 
-    @app.get("/v1/users/{user_id}/recommendations", response_model=Recommendations,
-             tags=["recommendations"], dependencies=[Depends(require_read_key)])  # fmt: skip
+    @app.get(
+        "/v1/users/{user_id}/recommendations",
+        response_model=Recommendations,
+        tags=["recommendations"],
+        dependencies=[Depends(require_read_key)],
+    )
     async def user_recommendations(
         response: Response,
         user_id: PathId,
@@ -318,8 +334,12 @@ def create_api(
         versioned(response, result.model_version)
         return result
 
-    @app.put("/v1/items/{domain}/{item_id}", response_model=ItemUpserted, tags=["items"],
-             dependencies=[Depends(require_key)])  # fmt: skip
+    @app.put(
+        "/v1/items/{domain}/{item_id}",
+        response_model=ItemUpserted,
+        tags=["items"],
+        dependencies=[Depends(require_key)],
+    )
     async def upsert_item(
         response: Response, domain: PathId, item_id: PathId, body: ItemUpsert
     ) -> ItemUpserted:
@@ -332,8 +352,13 @@ def create_api(
         response.status_code = 201 if result.created else 200
         return result
 
-    @app.post("/v1/events", response_model=EventsAccepted, status_code=202, tags=["events"],
-              dependencies=[Depends(require_key)])  # fmt: skip
+    @app.post(
+        "/v1/events",
+        response_model=EventsAccepted,
+        status_code=202,
+        tags=["events"],
+        dependencies=[Depends(require_key)],
+    )
     async def ingest_events(body: EventBatch) -> EventsAccepted:
         """Validates user events and produces them to the event stream (all or none); the
         stream consumers store them. Needs the API key."""

@@ -109,8 +109,10 @@ def resolve_keys(serve: ServeConfig) -> Keys:
     Raises:
         CrossRecError: ``auth: key`` with no write key (a deployment must not start open)."""
     if serve.auth == "none":
-        logger.warning("serve.auth is 'none': every endpoint answers without a credential "
-                       "(writes included); use it on a trusted network only")  # fmt: skip
+        logger.warning(
+            "serve.auth is 'none': every endpoint answers without a credential "
+            "(writes included); use it on a trusted network only"
+        )
         return Keys(None, None, open=True)
     write = configured_key(serve)
     if write is None:

@@ -57,8 +57,13 @@ class TextEncoderDeployment:
         self.encoder.eval()
         self.encode_one.set_max_batch_size(opts.max_batch_size)  # type: ignore[attr-defined]
         self.encode_one.set_batch_wait_timeout_s(opts.batch_wait_timeout_s)  # type: ignore[attr-defined]
-        logger.info("encoder ready model=%s device=%s batch=%d wait=%.3fs", cfg.model,
-                    cfg.device, opts.max_batch_size, opts.batch_wait_timeout_s)  # fmt: skip
+        logger.info(
+            "encoder ready model=%s device=%s batch=%d wait=%.3fs",
+            cfg.model,
+            cfg.device,
+            opts.max_batch_size,
+            opts.batch_wait_timeout_s,
+        )
 
     def identity(self) -> tuple[str, str, bool, int]:
         """What the vectors depend on (see `crossrec.service.recommendations.encoder_identity`)."""
@@ -112,8 +117,10 @@ class RecommenderDeployment:
         if pointer is not None:
             self.service.swap(self.service.load_version(pointer.uri, pointer.version))
         else:
-            logger.warning("no current model version in the feature store and no checkpoint: "
-                           "not ready until one is published")  # fmt: skip
+            logger.warning(
+                "no current model version in the feature store and no checkpoint: "
+                "not ready until one is published"
+            )
         self.metrics: ServingMetrics | None = None
         if self.cfg.serve.metrics:
             try:

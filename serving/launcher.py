@@ -64,9 +64,11 @@ def serve_app(
 
     if cfg.serve.haproxy:
         if ray.is_initialized() or cfg.serve.ray_address:
-            logger.warning("serve.haproxy needs RAY_SERVE_ENABLE_HA_PROXY=1 and "
-                           "RAY_SERVE_THROUGHPUT_OPTIMIZED=1 in the Ray cluster's environment "
-                           "(crossrec sets them only for a Ray it starts)")  # fmt: skip
+            logger.warning(
+                "serve.haproxy needs RAY_SERVE_ENABLE_HA_PROXY=1 and "
+                "RAY_SERVE_THROUGHPUT_OPTIMIZED=1 in the Ray cluster's environment "
+                "(crossrec sets them only for a Ray it starts)"
+            )
         else:
             os.environ.update(HAPROXY_ENV)
     secret_env = secret_environment(cfg)
@@ -75,12 +77,19 @@ def serve_app(
         # passwords, which their arguments do not carry.
         os.environ.update(secret_env)
     elif any(os.environ.get(k) != v for k, v in secret_env.items()):
-        logger.warning("the config's service passwords reach Serve replicas only through "
-                       "their environment (%s): set them in the Ray cluster's environment",
-                       ", ".join(sorted(secret_env)))  # fmt: skip
+        logger.warning(
+            "the config's service passwords reach Serve replicas only through "
+            "their environment (%s): set them in the Ray cluster's environment",
+            ", ".join(sorted(secret_env)),
+        )
     with ray_session(cfg.serve.ray_address):
-        serve.start(http_options={"host": cfg.serve.host, "port": cfg.serve.port,
-                                  "request_timeout_s": cfg.serve.request_timeout_s})  # fmt: skip
+        serve.start(
+            http_options={
+                "host": cfg.serve.host,
+                "port": cfg.serve.port,
+                "request_timeout_s": cfg.serve.request_timeout_s,
+            }
+        )
         try:
             app = build_application(cfg, str(checkpoint) if checkpoint else None)
             serve.run(app, name=cfg.serve.app_name, route_prefix=cfg.serve.route_prefix)
@@ -128,8 +137,10 @@ def run_server(
             cfg = cfg.model_copy(deep=True)
             cfg.serve.require_stream_worker = True
             supervisor = WorkerSupervisor(cfg).start()
-            echo(f"stream worker consuming {cfg.stream.topic} (group {cfg.stream.group_id}); "
-                 "/v1/readyz follows it")  # fmt: skip
+            echo(
+                f"stream worker consuming {cfg.stream.topic} (group {cfg.stream.group_id}); "
+                "/v1/readyz follows it"
+            )
         stop = threading.Event()
         try:
             echo("starting Ray Serve (encoder + recommender deployments) ...")

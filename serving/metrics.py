@@ -37,17 +37,21 @@ LATENCY_BUCKETS_S = [0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.
 LAG_BUCKETS_S = [0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0]
 # Every metric a replica records, by kind (what Prometheus sees: `exported_names`).
 METRIC_KINDS = {
-    "crossrec_serve_requests": "counter", "crossrec_serve_request_seconds": "histogram",
-    "crossrec_serve_user_vectors": "counter", "crossrec_serve_model_loaded": "gauge",
-    "crossrec_serve_index_items": "gauge", "crossrec_serve_new_item_lag_seconds": "histogram",
-}  # fmt: skip
+    "crossrec_serve_requests": "counter",
+    "crossrec_serve_request_seconds": "histogram",
+    "crossrec_serve_user_vectors": "counter",
+    "crossrec_serve_model_loaded": "gauge",
+    "crossrec_serve_index_items": "gauge",
+    "crossrec_serve_new_item_lag_seconds": "histogram",
+}
 SUFFIXES = {"counter": ("_total",), "histogram": ("_bucket", "_sum", "_count"), "gauge": ("",)}
 
 
 def exported_names(prefix: str = "ray_") -> set[str]:
     """The sample names Ray's Prometheus export gives these metrics (it prefixes ``ray_``)."""
-    return {prefix + name + suffix for name, kind in METRIC_KINDS.items()
-            for suffix in SUFFIXES[kind]}  # fmt: skip
+    return {
+        prefix + name + suffix for name, kind in METRIC_KINDS.items() for suffix in SUFFIXES[kind]
+    }
 
 
 def _tags(*names: str) -> Any:
@@ -62,26 +66,31 @@ class ServingMetrics:
         from ray.serve import metrics
 
         self._requests = metrics.Counter(
-            "crossrec_serve_requests", "HTTP requests by endpoint, method, status, model version.",
+            "crossrec_serve_requests",
+            "HTTP requests by endpoint, method, status, model version.",
             tag_keys=_tags("endpoint", "method", "status", "model_version"),
-        )  # fmt: skip
+        )
         self._seconds = metrics.Histogram(
-            "crossrec_serve_request_seconds", "HTTP request latency (s) in the replica.",
-            boundaries=LATENCY_BUCKETS_S, tag_keys=_tags("endpoint", "method", "status"),
-        )  # fmt: skip
+            "crossrec_serve_request_seconds",
+            "HTTP request latency (s) in the replica.",
+            boundaries=LATENCY_BUCKETS_S,
+            tag_keys=_tags("endpoint", "method", "status"),
+        )
         self._vectors = metrics.Counter(
             "crossrec_serve_user_vectors",
             "User-keyed answers by the user vector's source: stored, computed, query.",
             tag_keys=("source",),
         )
         self._model = metrics.Gauge(
-            "crossrec_serve_model_loaded", "1 for the model version this replica serves.",
+            "crossrec_serve_model_loaded",
+            "1 for the model version this replica serves.",
             tag_keys=("model_version",),
-        )  # fmt: skip
+        )
         self._items = metrics.Gauge(
-            "crossrec_serve_index_items", "Items in the replica's index per domain.",
+            "crossrec_serve_index_items",
+            "Items in the replica's index per domain.",
             tag_keys=("domain",),
-        )  # fmt: skip
+        )
         self._lag = metrics.Histogram(
             "crossrec_serve_new_item_lag_seconds",
             "From an item's write to the feature store to this replica applying it (s).",
@@ -93,10 +102,12 @@ class ServingMetrics:
         self, endpoint: str, method: str, status: int, version: str, seconds: float
     ) -> None:
         code = str(status)
-        self._requests.inc(tags={"endpoint": endpoint, "method": method, "status": code,
-                                 "model_version": version})  # fmt: skip
-        self._seconds.observe(seconds, tags={"endpoint": endpoint, "method": method,
-                                             "status": code})  # fmt: skip
+        self._requests.inc(
+            tags={"endpoint": endpoint, "method": method, "status": code, "model_version": version}
+        )
+        self._seconds.observe(
+            seconds, tags={"endpoint": endpoint, "method": method, "status": code}
+        )
 
     def user_vector(self, source: str) -> None:
         self._vectors.inc(tags={"source": source})
@@ -148,7 +159,12 @@ class RequestMetrics:
             route: Any = scope.get("route")
             endpoint = getattr(route, "path", None) or "unmatched"
             try:
-                self.metrics.request(endpoint, scope.get("method", ""), status, version,
-                                     time.perf_counter() - started)  # fmt: skip
+                self.metrics.request(
+                    endpoint,
+                    scope.get("method", ""),
+                    status,
+                    version,
+                    time.perf_counter() - started,
+                )
             except Exception:  # metrics never fail a request
                 logger.exception("recording request metrics failed")

@@ -94,8 +94,13 @@ def unique(name: str) -> str:
 
 # --------------------------------------------------------------------------- a trained model
 TRAINED_WORLD = SyntheticConfig(seed=11, num_users=700, items_per_domain=[300, 200])
-FAST_TRAINING = ["train.max_epochs=6", "train.pretrain_max_epochs=5", "train.patience=3",
-                 "train.batch_size=64", "train.ranker_epochs=1"]  # fmt: skip
+FAST_TRAINING = [
+    "train.max_epochs=6",
+    "train.pretrain_max_epochs=5",
+    "train.patience=3",
+    "train.batch_size=64",
+    "train.ranker_epochs=1",
+]
 
 
 @pytest.fixture(scope="session")

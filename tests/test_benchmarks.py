@@ -24,8 +24,11 @@ PNG = b"\x89PNG\r\n\x1a\n"
 
 def test_serving_and_stream_charts_are_pngs_of_their_rows(tmp_path: Path) -> None:
     charts = _module("charts")
-    rows = [{"mode": m, "clients": c, "p50_ms": 2.0 * c, "p99_ms": 5.0 * c, "qps": 100.0 * c}
-            for m in ("in_process", "serve") for c in (1, 8, 32)]  # fmt: skip
+    rows = [
+        {"mode": m, "clients": c, "p50_ms": 2.0 * c, "p99_ms": 5.0 * c, "qps": 100.0 * c}
+        for m in ("in_process", "serve")
+        for c in (1, 8, 32)
+    ]
     assert charts.serving_chart(rows, tmp_path / "s.png").read_bytes().startswith(PNG)
     sizes = [{"batch_size": b, "events_per_s_per_worker": 10.0 * b} for b in (100, 500)]
     assert charts.stream_chart(sizes, tmp_path / "t.png").read_bytes().startswith(PNG)
@@ -48,9 +51,20 @@ def test_real_dataset_skipped_without_data(
 def test_synthetic_rows_written(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     out, chart = tmp_path / "rows.json", tmp_path / "chart.png"
     code = _quality().main(
-        ["--dataset", "synthetic", "--quick", "--models", "popularity,itemknn", "--json", str(out),
-         "--set", "data.synthetic.num_users=150", "--plot", str(chart)]
-    )  # fmt: skip
+        [
+            "--dataset",
+            "synthetic",
+            "--quick",
+            "--models",
+            "popularity,itemknn",
+            "--json",
+            str(out),
+            "--set",
+            "data.synthetic.num_users=150",
+            "--plot",
+            str(chart),
+        ]
+    )
     assert code == 0
     assert chart.read_bytes().startswith(PNG)
     rows = json.loads(out.read_text())
@@ -71,9 +85,20 @@ def test_train_scaling_writes_plain_loop_rows(
 ) -> None:
     out = tmp_path / "scaling.json"
     code = _module("train_scaling").main(
-        ["--quick", "--workers", "", "--json", str(out), "--set", "data.synthetic.num_users=150",
-         "--set", "train.pretrain_max_epochs=1", "--set", "train.max_epochs=1"]
-    )  # fmt: skip
+        [
+            "--quick",
+            "--workers",
+            "",
+            "--json",
+            str(out),
+            "--set",
+            "data.synthetic.num_users=150",
+            "--set",
+            "train.pretrain_max_epochs=1",
+            "--set",
+            "train.max_epochs=1",
+        ]
+    )
     assert code == 0
     rows = json.loads(out.read_text())["rows"]
     plain = next(r for r in rows if r["runner"] == "plain-pytorch")
@@ -90,9 +115,16 @@ def test_alignment_benchmark_writes_a_row_per_method_and_weight(
 ) -> None:
     out = tmp_path / "alignment.json"
     code = _module("alignment").main(
-        ["--quick", "--json", str(out), "--set", "data.synthetic.num_users=150",
-         "--set", "train.max_epochs=1"]
-    )  # fmt: skip
+        [
+            "--quick",
+            "--json",
+            str(out),
+            "--set",
+            "data.synthetic.num_users=150",
+            "--set",
+            "train.max_epochs=1",
+        ]
+    )
     assert code == 0
     rows = json.loads(out.read_text())["rows"]
     assert [(r["method"], r["weight"]) for r in rows][:2] == [("none", 0.0), ("mmd", 0.1)]
@@ -108,9 +140,17 @@ def test_stream_benchmark_writes_its_json(
 ) -> None:
     out = tmp_path / "stream.json"
     code = _module("stream").main(
-        ["--events", "2000", "--probes", "5", "--json", str(out),
-         "--set", "data.synthetic.num_users=150"]
-    )  # fmt: skip
+        [
+            "--events",
+            "2000",
+            "--probes",
+            "5",
+            "--json",
+            str(out),
+            "--set",
+            "data.synthetic.num_users=150",
+        ]
+    )
     assert code == 0
     result = json.loads(out.read_text())
     assert result["events"] == 2000
@@ -126,10 +166,21 @@ def test_serving_benchmark_writes_its_rows(
 ) -> None:
     out = tmp_path / "serving.json"
     code = _module("serving").main(
-        ["--clients", "1,2", "--seconds", "1", "--json", str(out),
-         "--set", "serve.haproxy=false", "--set", "serve.recommender.num_replicas=1",
-         "--set", "data.synthetic.num_users=150"]
-    )  # fmt: skip
+        [
+            "--clients",
+            "1,2",
+            "--seconds",
+            "1",
+            "--json",
+            str(out),
+            "--set",
+            "serve.haproxy=false",
+            "--set",
+            "serve.recommender.num_replicas=1",
+            "--set",
+            "data.synthetic.num_users=150",
+        ]
+    )
     assert code == 0
     rows = json.loads(out.read_text())["rows"]
     assert {(r["mode"], r["clients"]) for r in rows} == {
@@ -149,9 +200,19 @@ def test_online_benchmark_writes_its_rows(
 ) -> None:
     out = tmp_path / "online.json"
     code = _module("online").main(
-        ["--sizes", "100,200", "--json", str(out), "--set", "data.synthetic.num_users=150",
-         "--set", "online.steps=5", "--set", "online.regression_size=60"]
-    )  # fmt: skip
+        [
+            "--sizes",
+            "100,200",
+            "--json",
+            str(out),
+            "--set",
+            "data.synthetic.num_users=150",
+            "--set",
+            "online.steps=5",
+            "--set",
+            "online.regression_size=60",
+        ]
+    )
     assert code == 0
     rows = json.loads(out.read_text())["rows"]
     # A round trains on its new samples and on the previous round's holdout.

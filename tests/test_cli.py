@@ -21,8 +21,16 @@ from .test_loaders_core import make_llmcdsr
 
 runner = CliRunner()
 
-COMMANDS = [[], ["version"], ["config"], ["config", "show"], ["data"], ["data", "inspect"],
-            ["evaluate"], ["demo"]]  # fmt: skip
+COMMANDS = [
+    [],
+    ["version"],
+    ["config"],
+    ["config", "show"],
+    ["data"],
+    ["data", "inspect"],
+    ["evaluate"],
+    ["demo"],
+]
 
 
 @pytest.mark.parametrize("command", COMMANDS, ids=lambda c: " ".join(c) or "root")
@@ -57,9 +65,17 @@ def test_data_inspect_json(tmp_path: Path) -> None:
     root = make_llmcdsr(tmp_path / "rel")
     result = runner.invoke(
         app,
-        ["data", "inspect", str(root), "--format", "llmcdsr", "--json",
-         "--set", "data.domain_names=[food, kitchen]"],
-    )  # fmt: skip
+        [
+            "data",
+            "inspect",
+            str(root),
+            "--format",
+            "llmcdsr",
+            "--json",
+            "--set",
+            "data.domain_names=[food, kitchen]",
+        ],
+    )
     assert result.exit_code == 0, result.output
     stats = json.loads(result.output)
     assert stats["domains"]["food"]["items"] == 3
@@ -75,11 +91,14 @@ def test_data_inspect_json(tmp_path: Path) -> None:
     [
         (lambda d: write(d / "train_A.txt", "1\t0,zz\n"), "llmcdsr", "train_A.txt:1: item #2"),
         (lambda d: write(d / "test.txt", ""), "llmcdsr", "test.txt: file is empty"),
-        (lambda d: (d / "valid.txt").write_bytes(b"1\t0,1\xe9\n"), "llmcdsr",
-         "valid.txt:1: not valid utf-8"),
+        (
+            lambda d: (d / "valid.txt").write_bytes(b"1\t0,1\xe9\n"),
+            "llmcdsr",
+            "valid.txt:1: not valid utf-8",
+        ),
         (lambda d: None, "csvish", "unknown data format 'csvish'"),
     ],
-)  # fmt: skip
+)
 def test_bad_data_gets_clear_error(tmp_path: Path, setup: object, fmt: str, message: str) -> None:
     root = make_llmcdsr(tmp_path / "rel")
     setup(root)  # type: ignore[operator]
@@ -95,9 +114,18 @@ def test_evaluate_popularity_on_synthetic(tmp_path: Path) -> None:
     out = tmp_path / "rows.json"
     result = runner.invoke(
         app,
-        ["evaluate", "--baseline", "popularity", "--protocol", "full", "-o", str(out),
-         "--set", "data.synthetic.num_users=150"],
-    )  # fmt: skip
+        [
+            "evaluate",
+            "--baseline",
+            "popularity",
+            "--protocol",
+            "full",
+            "-o",
+            str(out),
+            "--set",
+            "data.synthetic.num_users=150",
+        ],
+    )
     assert result.exit_code == 0, result.output
     assert "| popularity | films | full | all |" in result.output
     assert f"wrote {out}" in result.output
@@ -107,9 +135,17 @@ def test_evaluate_popularity_on_synthetic(tmp_path: Path) -> None:
     # --json: the same rows as the only thing on stdout.
     printed = runner.invoke(
         app,
-        ["evaluate", "--baseline", "popularity", "--protocol", "full", "--json",
-         "--set", "data.synthetic.num_users=150"],
-    )  # fmt: skip
+        [
+            "evaluate",
+            "--baseline",
+            "popularity",
+            "--protocol",
+            "full",
+            "--json",
+            "--set",
+            "data.synthetic.num_users=150",
+        ],
+    )
     assert printed.exit_code == 0, printed.output
 
     def untimed(rows: list[dict[str, object]]) -> list[dict[str, object]]:
@@ -134,10 +170,22 @@ def test_demo_runs_on_a_small_world(tmp_path: Path) -> None:
         # Two epochs on a small world leave a weak model (regression recall@20 about 0.1-0.16),
         # where the default 25% relative bound lets a shuffled-labels drill's drop of ~0.05
         # through at random; a 15% bound separates it from the genuine round (which improves).
-        ["demo", "--exit-after", "0", "--set", "data.synthetic.num_users=200",
-         "--set", "online.regression_relative_margin=0.15", "--set", "train.max_epochs=2",
-         "--set", "train.pretrain_max_epochs=2", "--set", f"train.storage_path={tmp_path}"],
-    )  # fmt: skip
+        [
+            "demo",
+            "--exit-after",
+            "0",
+            "--set",
+            "data.synthetic.num_users=200",
+            "--set",
+            "online.regression_relative_margin=0.15",
+            "--set",
+            "train.max_epochs=2",
+            "--set",
+            "train.pretrain_max_epochs=2",
+            "--set",
+            f"train.storage_path={tmp_path}",
+        ],
+    )
     assert result.exit_code == 0, result.output
     for name in ("popularity", "itemknn", "sasrec", "text-zero-shot", "crossrec-transfer"):
         assert f"| {name} |" in result.output
@@ -184,14 +232,30 @@ def test_sigterm_during_training_stops_the_demo_cleanly(tmp_path: Path) -> None:
     (Ray's own handler used to abort the process with a C++ stack trace)."""
     ray_tmp = Path(tempfile.mkdtemp(prefix="crt-", dir="/tmp"))  # short: Ray's socket paths
     # The baselines step is cut short: this test is about the training step.
-    command = [sys.executable, "-m", "crossrec.cli", "demo", "--exit-after", "0",
-               "--set", "data.synthetic.num_users=200",
-               "--set", "baselines.sasrec.min_epochs=1", "--set", "baselines.sasrec.max_epochs=2",
-               "--set", f"train.storage_path={tmp_path}"]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "crossrec.cli",
+        "demo",
+        "--exit-after",
+        "0",
+        "--set",
+        "data.synthetic.num_users=200",
+        "--set",
+        "baselines.sasrec.min_epochs=1",
+        "--set",
+        "baselines.sasrec.max_epochs=2",
+        "--set",
+        f"train.storage_path={tmp_path}",
+    ]
     log_path = tmp_path / "demo.log"
     with log_path.open("w") as log:
-        demo = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT,
-                                env={**os.environ, "RAY_TMPDIR": str(ray_tmp)})  # fmt: skip
+        demo = subprocess.Popen(
+            command,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env={**os.environ, "RAY_TMPDIR": str(ray_tmp)},
+        )
         try:
             deadline = time.monotonic() + 600
             while time.monotonic() < deadline and demo.poll() is None:
@@ -273,12 +337,20 @@ def test_version_and_python_dash_m_entry_points() -> None:
     for module in ("crossrec", "crossrec.cli"):
         out = subprocess.run(
             [sys.executable, "-m", module, "online", "--help"],
-            capture_output=True, text=True, timeout=120, check=False,
-        )  # fmt: skip
+            capture_output=True,
+            text=True,
+            timeout=120,
+            check=False,
+        )
         assert out.returncode == 0, out.stderr
         assert "Online learning" in out.stdout
-    out = subprocess.run([sys.executable, "-m", "crossrec", "--version"], capture_output=True,
-                         text=True, timeout=120, check=True)  # fmt: skip
+    out = subprocess.run(
+        [sys.executable, "-m", "crossrec", "--version"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        check=True,
+    )
     assert out.stdout.strip() == __version__
 
 

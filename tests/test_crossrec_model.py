@@ -21,8 +21,13 @@ from crossrec.trainer import CrossRecTrainer, measure_domain_gap
 from crossrec.trainer.recommender import CrossRecRecommender
 
 WORLD = SyntheticConfig(seed=11, num_users=700, items_per_domain=[300, 200])
-FAST = ["train.max_epochs=6", "train.pretrain_max_epochs=5", "train.patience=3",
-        "train.batch_size=64", "train.ranker_epochs=1"]  # fmt: skip
+FAST = [
+    "train.max_epochs=6",
+    "train.pretrain_max_epochs=5",
+    "train.patience=3",
+    "train.batch_size=64",
+    "train.ranker_epochs=1",
+]
 
 
 @pytest.fixture(scope="module")
@@ -81,8 +86,9 @@ def test_transfer_beats_target_only(
 def test_training_is_deterministic_by_seed(
     world_split: Split, base_cfg: CrossRecConfig, encoder: TextEncoder
 ) -> None:
-    cfg = with_overrides(base_cfg, ["train.max_epochs=1", "train.stages=[adapt]",
-                                    "train.ranker_epochs=0"])  # fmt: skip
+    cfg = with_overrides(
+        base_cfg, ["train.max_epochs=1", "train.stages=[adapt]", "train.ranker_epochs=0"]
+    )
     scores = []
     for _ in range(2):
         rec = CrossRecRecommender(cfg, encoder=encoder)
@@ -188,9 +194,15 @@ def test_lora_mode_trains_and_round_trips(
 ) -> None:
     cfg = with_overrides(
         variant_config("crossrec-transfer-lora", base_cfg),
-        ["train.stages=[adapt]", "train.max_epochs=1", "train.max_steps_per_epoch=2",
-         "train.batch_size=16", "train.num_negatives=16", "train.ranker_epochs=0"],
-    )  # fmt: skip
+        [
+            "train.stages=[adapt]",
+            "train.max_epochs=1",
+            "train.max_steps_per_epoch=2",
+            "train.batch_size=16",
+            "train.num_negatives=16",
+            "train.ranker_epochs=0",
+        ],
+    )
     model = CrossRecModel.for_dataset(world_split.dataset, cfg, TextEncoder())
     lora = {n: p.detach().clone() for n, p in model.named_parameters() if "lora_B" in n}
     assert lora
@@ -215,9 +227,14 @@ def test_adaptation_losses_shrink_their_domain_gap(
     for method in ("none", "dann", "mmd", "coral"):
         cfg = with_overrides(
             base_cfg,
-            [f"adaptation.method={method}", "adaptation.weight=1.0", "train.max_epochs=3",
-             "train.patience=5", "train.ranker_epochs=0"],
-        )  # fmt: skip
+            [
+                f"adaptation.method={method}",
+                "adaptation.weight=1.0",
+                "train.max_epochs=3",
+                "train.patience=5",
+                "train.ranker_epochs=0",
+            ],
+        )
         rec = CrossRecRecommender(cfg, encoder=encoder)
         rec.fit(world_split)  # shares one pretrain run across the four
         gaps[method] = measure_domain_gap(rec.models["films"], ["books"], "films")
@@ -244,9 +261,20 @@ def test_recommend_command_prints_one_json_document(
     path = _save(transfer, tmp_path / "films")
     query = "a terrifying night with ghosts, demons and vampires"
     result = CliRunner().invoke(
-        app, ["recommend", "--checkpoint", str(path), "--domain", "films", "--query", query,
-              "-k", "5", "--json"],
-    )  # fmt: skip
+        app,
+        [
+            "recommend",
+            "--checkpoint",
+            str(path),
+            "--domain",
+            "films",
+            "--query",
+            query,
+            "-k",
+            "5",
+            "--json",
+        ],
+    )
     assert result.exit_code == 0, result.output
     doc = json.loads(result.stdout)
     assert doc["domain"] == "films"

@@ -52,8 +52,16 @@ def test_every_dashboard_query_names_an_exported_metric() -> None:
             used |= found
     # The panels an operator needs (issue: request rate, latency, errors, lag, events/s,
     # freshness, model version and promotions), and every serving metric is on the board.
-    for needed in ("Request rate", "latency p50 / p99", "Errors", "Consumer lag",
-                   "Events per second", "Freshness", "Model version", "promotions"):  # fmt: skip
+    for needed in (
+        "Request rate",
+        "latency p50 / p99",
+        "Errors",
+        "Consumer lag",
+        "Events per second",
+        "Freshness",
+        "Model version",
+        "promotions",
+    ):
         assert any(needed in t for t in titles), needed
     for name in METRIC_KINDS:
         assert any(u.startswith("ray_" + name) for u in used), name
@@ -63,15 +71,17 @@ def test_every_dashboard_query_names_an_exported_metric() -> None:
 
 def test_the_scrape_config_reaches_every_metrics_port_the_configs_set() -> None:
     scrape = yaml.safe_load((ROOT / "cluster" / "prometheus" / "prometheus.yml").read_text())
-    targets = {job["job_name"]: job["static_configs"][0]["targets"]
-               for job in scrape["scrape_configs"]}  # fmt: skip
+    targets = {
+        job["job_name"]: job["static_configs"][0]["targets"] for job in scrape["scrape_configs"]
+    }
     compose = yaml.safe_load((ROOT / "cluster" / "compose.yaml").read_text())["services"]
     head = compose["ray-head"]["command"]
     assert "--metrics-export-port=8080" in head
     assert targets["ray"] == ["ray-head:8080"]
     cfg = load_config(ROOT / "cluster" / "single-host.yaml")
-    workers = int(next(w.split("=")[1] for w in compose["stream"]["command"]
-                       if w.startswith("--workers=")))  # fmt: skip
+    workers = int(
+        next(w.split("=")[1] for w in compose["stream"]["command"] if w.startswith("--workers="))
+    )
     port = cfg.stream.metrics_port
     assert port is not None
     assert targets["crossrec-stream"] == [f"ray-head:{port + i}" for i in range(workers)]

@@ -311,10 +311,14 @@ def test_cold_item_split_domain_too_small() -> None:
     ds = _loo_dataset()  # 6 films: 0.5 of them rounds up to 3, fine; one film cannot
     tiny = CrossDomainDataset.from_records(
         [Item("books", "b0", "book"), Item("books", "b1", "book"), Item("films", "f0", "film")],
-        [_inter("u", "books", "b0", 0), _inter("u", "films", "f0", 1),
-         _inter("u", "books", "b1", 2), _inter("u", "films", "f0", 3),
-         _inter("u", "films", "f0", 4)],
-    )  # fmt: skip
+        [
+            _inter("u", "books", "b0", 0),
+            _inter("u", "films", "f0", 1),
+            _inter("u", "books", "b1", 2),
+            _inter("u", "films", "f0", 3),
+            _inter("u", "films", "f0", 4),
+        ],
+    )
     assert make_split(ds, EvalConfig(cold_item_split=True, cold_item_split_fraction=0.5), ["films"])
     with pytest.raises(EvaluationError, match="eval.cold_item_split_fraction"):
         make_split(tiny, EvalConfig(cold_item_split=True), ["films"])

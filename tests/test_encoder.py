@@ -89,8 +89,9 @@ def test_a_training_run_reuses_this_machines_cache(tmp_path: Path) -> None:
     cfg = EncoderConfig(cache_dir=str(tmp_path / "machine"))
     texts = ["a space opera", "a bread recipe", "a space opera", "knives and pans"]
     said: list[str] = []
-    first = run_item_vectors(texts, "tpl", cfg, RunStorage(str(tmp_path / "runs"), "one"),
-                             on_message=said.append)  # fmt: skip
+    first = run_item_vectors(
+        texts, "tpl", cfg, RunStorage(str(tmp_path / "runs"), "one"), on_message=said.append
+    )
     head = "item texts: 4 (3 distinct); "
     assert said[0] == head + "0 in the run's cache, 0 in this machine's, 3 to encode"
     assert said[-1].startswith("encoded 3 item texts in ")
@@ -98,15 +99,17 @@ def test_a_training_run_reuses_this_machines_cache(tmp_path: Path) -> None:
     assert len(EmbeddingCache(tmp_path / "machine", namespace)) == 3  # the machine's cache filled
     # A new run on this machine encodes nothing, and fills its own cache from the machine's.
     said.clear()
-    second = run_item_vectors(texts, "tpl", cfg, RunStorage(str(tmp_path / "runs"), "two"),
-                              on_message=said.append)  # fmt: skip
+    second = run_item_vectors(
+        texts, "tpl", cfg, RunStorage(str(tmp_path / "runs"), "two"), on_message=said.append
+    )
     assert said == [head + "0 in the run's cache, 3 in this machine's, 0 to encode"]
     assert torch.equal(first, second)
     assert torch.equal(first[0], first[2])
     assert len(EmbeddingCache(tmp_path / "runs" / "two", namespace)) == 3
     said.clear()
-    run_item_vectors(texts, "tpl", cfg, RunStorage(str(tmp_path / "runs"), "two"),
-                     on_message=said.append)  # fmt: skip
+    run_item_vectors(
+        texts, "tpl", cfg, RunStorage(str(tmp_path / "runs"), "two"), on_message=said.append
+    )
     assert said == [head + "3 in the run's cache, 0 in this machine's, 0 to encode"]
 
 

@@ -32,10 +32,22 @@ def _store(redis_server, **settings: object) -> RedisFeatureStore:  # type: igno
     return RedisFeatureStore.from_config(cfg)
 
 
-def _event(i: int, user: str = "u1", item: str | None = None, domain: str = "films",
-           ts: float | None = None, kind: str = "view") -> Event:  # fmt: skip
-    return Event(event_id=f"e{i}", user_id=user, item_id=item or f"i{i}", domain=domain,
-                 event_type=kind, timestamp=T0 + i if ts is None else ts)  # type: ignore[arg-type]  # fmt: skip
+def _event(
+    i: int,
+    user: str = "u1",
+    item: str | None = None,
+    domain: str = "films",
+    ts: float | None = None,
+    kind: str = "view",
+) -> Event:
+    return Event(
+        event_id=f"e{i}",
+        user_id=user,
+        item_id=item or f"i{i}",
+        domain=domain,
+        event_type=kind,
+        timestamp=T0 + i if ts is None else ts,
+    )  # type: ignore[arg-type]
 
 
 def test_a_batch_written_twice_is_counted_once(redis_server) -> None:  # type: ignore[no-untyped-def]
@@ -61,11 +73,22 @@ def _samples(store: RedisFeatureStore, key: str) -> list[Sample]:
 
 def test_new_events_become_samples_once_with_the_history_before_them(redis_server) -> None:  # type: ignore[no-untyped-def]
     store = _store(redis_server)
-    spec = SampleSpec(key=f"{store.prefix}:online:samples", max_len=1000, context_length=3,
-                      domains=frozenset({"films"}))  # fmt: skip
+    spec = SampleSpec(
+        key=f"{store.prefix}:online:samples",
+        max_len=1000,
+        context_length=3,
+        domains=frozenset({"films"}),
+    )
     # Two domains, one batch out of time order; a tie in time is ordered by event id.
-    batch = [_event(1, domain="books"), _event(3), _event(2), _event(4, ts=T0 + 3),
-             _event(5, domain="books"), _event(6), _event(7, user="u2")]  # fmt: skip
+    batch = [
+        _event(1, domain="books"),
+        _event(3),
+        _event(2),
+        _event(4, ts=T0 + 3),
+        _event(5, domain="books"),
+        _event(6),
+        _event(7, user="u2"),
+    ]
     first = store.write_events(batch, samples=spec)
     assert (first.written, first.samples) == (7, 5)  # the films events
     got = {s.event_id: s for s in _samples(store, spec.key)}
@@ -134,11 +157,15 @@ def test_a_flood_for_one_user_keeps_its_memory_bounded(redis_server) -> None:  #
 
 def test_popularity_is_weighted_and_halves_each_half_life(redis_server) -> None:  # type: ignore[no-untyped-def]
     store = _store(redis_server, popularity_half_life_s=3600.0)
-    store.write_events([
-        _event(1, item="a", ts=T0), _event(2, item="a", ts=T0, user="u2"),
-        _event(3, item="b", ts=T0, kind="purchase"),
-        _event(4, item="c", ts=T0 - 3600),  # an hour older: half weight
-    ], now=T0)  # fmt: skip
+    store.write_events(
+        [
+            _event(1, item="a", ts=T0),
+            _event(2, item="a", ts=T0, user="u2"),
+            _event(3, item="b", ts=T0, kind="purchase"),
+            _event(4, item="c", ts=T0 - 3600),  # an hour older: half weight
+        ],
+        now=T0,
+    )
     top = dict(store.popularity("films", 10, now=T0))
     assert top["b"] == pytest.approx(3.0)  # purchase weight
     assert top["a"] == pytest.approx(2.0)
@@ -220,8 +247,9 @@ def test_model_pointer_item_texts_and_the_new_item_queue(redis_server) -> None: 
 def test_an_unreachable_server_raises_a_clear_error() -> None:
     from crossrec.embedded import free_port
 
-    cfg = FeatureStoreConfig(url=f"redis://127.0.0.1:{free_port()}/0", retries=1,
-                             connect_timeout_s=0.5)  # fmt: skip
+    cfg = FeatureStoreConfig(
+        url=f"redis://127.0.0.1:{free_port()}/0", retries=1, connect_timeout_s=0.5
+    )
     store = RedisFeatureStore.from_config(cfg)
     with pytest.raises(FeatureStoreError, match="redis write_events failed: ConnectionError"):
         store.write_events([_event(1)])
@@ -263,8 +291,10 @@ def test_the_write_and_read_path_on_a_real_redis_cluster(redis_cluster) -> None:
     assert last.context == tuple(("books", f"i{i}") for i in (200, 240, 280, 320))
     assert len(store.popularity("films", 1000)) == 200
     # Vectors (a script per user, routed to each user's primary) and the dirty set.
-    vectors = [UserVector(u, "films", np.full(3, n, np.float32), "m-1", T0, 10)
-               for n, u in enumerate(users)]  # fmt: skip
+    vectors = [
+        UserVector(u, "films", np.full(3, n, np.float32), "m-1", T0, 10)
+        for n, u in enumerate(users)
+    ]
     assert store.write_user_vectors(vectors) == 40
     got = store.user_vector("user-7", "films")
     assert got is not None

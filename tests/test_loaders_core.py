@@ -174,5 +174,10 @@ def test_unknown_format_lists_known() -> None:
         get_loader("parquetz")
     assert "llmcdsr" in str(info.value)
     assert set(available_formats()) == {
-        "amazon", "llmcdsr", "movielens", "recbole", "synthetic", "table"
-    }  # fmt: skip
+        "amazon",
+        "llmcdsr",
+        "movielens",
+        "recbole",
+        "synthetic",
+        "table",
+    }

@@ -70,8 +70,10 @@ def test_replica_settings_follow_rays_rules() -> None:
     with pytest.raises(ValueError, match="min_replicas .* is above max_replicas"):
         DeploymentSettings.model_validate({"autoscaling": {"min_replicas": 5, "max_replicas": 2}})
     with pytest.raises(ConfigError, match="serve.encoder: .*a batch could never fill"):
-        load_config(None, overrides=["serve.encoder.max_ongoing_requests=4",
-                                     "serve.encoder.max_batch_size=8"])  # fmt: skip
+        load_config(
+            None,
+            overrides=["serve.encoder.max_ongoing_requests=4", "serve.encoder.max_batch_size=8"],
+        )
     fixed = CrossRecConfig().serve.recommender.ray_options()
     assert fixed["num_replicas"] == 1
     assert fixed["ray_actor_options"] == {"num_cpus": 0.5}
@@ -110,8 +112,12 @@ def load_docs(path: Path) -> list[dict[str, Any]]:
 
 
 def kube_docs(kind: str) -> list[dict[str, Any]]:
-    found = [doc for path in sorted((CLUSTER / "kuberay").glob("*.yaml"))
-             for doc in load_docs(path) if doc.get("kind") == kind]  # fmt: skip
+    found = [
+        doc
+        for path in sorted((CLUSTER / "kuberay").glob("*.yaml"))
+        for doc in load_docs(path)
+        if doc.get("kind") == kind
+    ]
     assert found, f"no {kind} under cluster/kuberay"
     return found
 
@@ -202,8 +208,11 @@ def test_dockerfile_builds_on_the_pinned_ray_and_installs_with_constraints() -> 
     assert dockerfile_base() == f"rayproject/ray:{RAY_VERSION}-{PYTHON_TAG}"
     runs = [rest for instruction, rest in dockerfile_instructions() if instruction == "RUN"]
     installs = [run for run in runs if "pip install" in run]
-    (torch_pin,) = [line for line in (ROOT / "constraints.txt").read_text().splitlines()
-                    if line.startswith("torch==")]  # fmt: skip
+    (torch_pin,) = [
+        line
+        for line in (ROOT / "constraints.txt").read_text().splitlines()
+        if line.startswith("torch==")
+    ]
     torch_first = next(i for i, run in enumerate(installs) if torch_pin in run)
     project = next(i for i, run in enumerate(installs) if "-c constraints.txt ." in run)
     assert torch_first < project, "torch must be installed (pinned) before the project"
@@ -218,8 +227,15 @@ def test_dockerfile_builds_on_the_pinned_ray_and_installs_with_constraints() -> 
 
 def test_dockerfile_copies_the_project_and_the_context_keeps_it() -> None:
     copied = dockerfile_copies()
-    for needed in ("cluster", "serving", "training", "crossrec", "pyproject.toml", "README.md",
-                   "constraints.txt"):  # fmt: skip
+    for needed in (
+        "cluster",
+        "serving",
+        "training",
+        "crossrec",
+        "pyproject.toml",
+        "README.md",
+        "constraints.txt",
+    ):
         assert needed in copied, needed
     for source in copied:
         assert (ROOT / source).exists(), source
@@ -248,8 +264,13 @@ def test_dockerfile_copies_the_project_and_the_context_keeps_it() -> None:
 # --------------------------------------------------------------------------- parse + validate
 def test_every_manifest_under_cluster_parses_recursively() -> None:
     names = {path.relative_to(CLUSTER).as_posix() for path in yaml_files()}
-    assert {"compose.yaml", "ray-cluster.yaml", "kuberay/raycluster.yaml",
-            "kuberay/rayjob-train.yaml", "kuberay/rayservice.yaml"} <= names  # fmt: skip
+    assert {
+        "compose.yaml",
+        "ray-cluster.yaml",
+        "kuberay/raycluster.yaml",
+        "kuberay/rayjob-train.yaml",
+        "kuberay/rayservice.yaml",
+    } <= names
     for path in yaml_files():
         assert load_docs(path), path
         assert path.read_text().startswith("#"), f"{path}: no header comment"
@@ -277,8 +298,11 @@ def test_cluster_launcher_config_is_valid_for_ray_up() -> None:
     types = raw["available_node_types"]
     head = types[raw["head_node_type"]]
     assert not head["resources"].get("GPU"), "the head is a CPU node"
-    gpu_groups = [t for name, t in types.items() if name != raw["head_node_type"]
-                  and t["resources"].get("GPU", 0) >= 1]  # fmt: skip
+    gpu_groups = [
+        t
+        for name, t in types.items()
+        if name != raw["head_node_type"] and t["resources"].get("GPU", 0) >= 1
+    ]
     assert gpu_groups
     for group in gpu_groups:
         assert group["min_workers"] == 0
@@ -305,9 +329,14 @@ def image_refs() -> list[tuple[str, str]]:
 
 def test_every_image_is_pinned() -> None:
     refs = image_refs()
-    assert {file for file, _ in refs} >= {"Dockerfile", "compose.yaml", "ray-cluster.yaml",
-                                          "raycluster.yaml", "rayjob-train.yaml",
-                                          "rayservice.yaml"}  # fmt: skip
+    assert {file for file, _ in refs} >= {
+        "Dockerfile",
+        "compose.yaml",
+        "ray-cluster.yaml",
+        "raycluster.yaml",
+        "rayjob-train.yaml",
+        "rayservice.yaml",
+    }
     for file, ref in refs:
         if "@sha256:" in ref:
             continue
@@ -336,9 +365,13 @@ def test_every_ray_version_is_the_installed_one() -> None:
         assert re.fullmatch(suffix, tag), (file, tag)
     for file, version in ray_pins:
         assert version == RAY_VERSION, (file, version)
-    ray_versions = [doc_version for kind in ("RayCluster", "RayJob", "RayService")
-                    for doc in kube_docs(kind) for key, doc_version in walk(doc)
-                    if key == "rayVersion"]  # fmt: skip
+    ray_versions = [
+        doc_version
+        for kind in ("RayCluster", "RayJob", "RayService")
+        for doc in kube_docs(kind)
+        for key, doc_version in walk(doc)
+        if key == "rayVersion"
+    ]
     assert len(ray_versions) == 3
     assert set(ray_versions) == {RAY_VERSION}
 
@@ -385,8 +418,11 @@ def shell_commands(text: str) -> list[list[str]]:
         words = [w for w in segment if not re.fullmatch(r"[A-Z_][A-Z0-9_]*=\S*", w)]
         if words[:1] == ["docker"] and {"exec", "run"} & set(words):  # `docker compose exec`
             start = min(words.index(w) for w in ("exec", "run") if w in words)
-            words = words[next((i for i, w in enumerate(words) if i > start and w in COMMAND_WORDS),
-                               len(words)):]  # fmt: skip
+            words = words[
+                next(
+                    (i for i, w in enumerate(words) if i > start and w in COMMAND_WORDS), len(words)
+                ) :
+            ]
         if words and words[0] in COMMAND_WORDS:
             found.append(words)
         for word in segment[1:]:
@@ -500,9 +536,19 @@ def test_every_command_in_a_manifest_is_a_real_cli_command() -> None:
                 f"`{' '.join([word, *owner])} --help`"
             )
     # The entry points the deployment is made of are all there (the test is not vacuous).
-    assert {"crossrec train", "crossrec stream", "crossrec online run", "crossrec models register",
-            "crossrec models promote", "serve deploy", "ray start", "ray stop", "ray job submit",
-            "ray up", "ray exec"} <= seen  # fmt: skip
+    assert {
+        "crossrec train",
+        "crossrec stream",
+        "crossrec online run",
+        "crossrec models register",
+        "crossrec models promote",
+        "serve deploy",
+        "ray start",
+        "ray stop",
+        "ray job submit",
+        "ray up",
+        "ray exec",
+    } <= seen
 
 
 def test_command_parsing_finds_nested_and_continued_commands(tmp_path: Path) -> None:
@@ -510,11 +556,14 @@ def test_command_parsing_finds_nested_and_continued_commands(tmp_path: Path) -> 
         ["ray", "start", "--head", "--port=6379"]
     ]
     assert shell_commands("ray job submit --no-wait -- crossrec stream -w 2") == [
-        ["ray", "job", "submit", "--no-wait"], ["crossrec", "stream", "-w", "2"]
-    ]  # fmt: skip
+        ["ray", "job", "submit", "--no-wait"],
+        ["crossrec", "stream", "-w", "2"],
+    ]
     assert shell_commands("ray exec c.yaml 'crossrec models list'")[1] == [
-        "crossrec", "models", "list"
-    ]  # fmt: skip
+        "crossrec",
+        "models",
+        "list",
+    ]
     assert shell_commands("docker compose exec ray-head crossrec version") == [
         ["crossrec", "version"]
     ]
@@ -524,8 +573,9 @@ def test_command_parsing_finds_nested_and_continued_commands(tmp_path: Path) -> 
     doc.write_text("# run:\n#   $ crossrec stream \\\n#       --workers 2\nkey: 1  # $ ray up\n")
     assert comment_commands(doc) == [["crossrec", "stream", "--workers", "2"]]
     assert resolve(["crossrec", "--log-level", "info", "online", "run", "--now"]) == (
-        ["online", "run"], [((), "--log-level"), (("online", "run"), "--now")]
-    )  # fmt: skip
+        ["online", "run"],
+        [((), "--log-level"), (("online", "run"), "--now")],
+    )
     with pytest.raises(AssertionError, match="no subcommand 'trian'"):
         resolve(["crossrec", "trian"])
     with pytest.raises(AssertionError, match="names a group"):
@@ -540,15 +590,29 @@ def test_every_repository_path_a_manifest_names_exists_and_ships_in_the_image() 
     for path in manifest_files():
         for match in REPO_PATH.findall(path.read_text()):
             named.setdefault(match, set()).add(path.name)
-    assert {"cluster/serve_config.yaml", "cluster/crossrec.yaml",
-            "configs/synthetic-transfer.yaml"} <= set(named)  # fmt: skip
+    assert {
+        "cluster/serve_config.yaml",
+        "cluster/crossrec.yaml",
+        "configs/synthetic-transfer.yaml",
+    } <= set(named)
     for rel, files in named.items():
         assert (ROOT / rel).exists(), f"{rel} (named in {sorted(files)}) does not exist"
     # What the containers read: paths in manifest values and in crossrec commands.
-    used = {m for path in yaml_files() for doc in load_docs(path) for _, value in walk(doc)
-            if isinstance(value, str) for m in REPO_PATH.findall(value)}  # fmt: skip
-    used |= {m for _, command in all_commands() if command[0] == "crossrec"
-             for word in command for m in REPO_PATH.findall(word)}  # fmt: skip
+    used = {
+        m
+        for path in yaml_files()
+        for doc in load_docs(path)
+        for _, value in walk(doc)
+        if isinstance(value, str)
+        for m in REPO_PATH.findall(value)
+    }
+    used |= {
+        m
+        for _, command in all_commands()
+        if command[0] == "crossrec"
+        for word in command
+        for m in REPO_PATH.findall(word)
+    }
     assert "configs/synthetic-transfer.yaml" in used
     shipped = dockerfile_copies()
     for rel in used:
@@ -581,8 +645,11 @@ def test_kuberay_clusters_cpu_head_autoscaled_gpu_workers_and_secrets() -> None:
         groups = spec["workerGroupSpecs"]
         for container in pod_containers(head):
             assert "nvidia.com/gpu" not in container.get("resources", {}).get("limits", {}), kind
-        gpu_groups = [g for g in groups if any("nvidia.com/gpu" in c["resources"]["limits"]
-                                               for c in pod_containers(g))]  # fmt: skip
+        gpu_groups = [
+            g
+            for g in groups
+            if any("nvidia.com/gpu" in c["resources"]["limits"] for c in pod_containers(g))
+        ]
         assert gpu_groups, f"{kind}: no GPU worker group"
         for group in gpu_groups:
             assert all(c["image"].endswith("-gpu") for c in pod_containers(group)), kind
@@ -590,12 +657,15 @@ def test_kuberay_clusters_cpu_head_autoscaled_gpu_workers_and_secrets() -> None:
             assert group["maxReplicas"] >= 1, kind
             assert group["minReplicas"] <= group["replicas"] <= group["maxReplicas"], kind
         for group in [head, *groups]:
-            mounts = {m["mountPath"] for c in pod_containers(group)
-                      for m in c.get("volumeMounts", [])}  # fmt: skip
+            mounts = {
+                m["mountPath"] for c in pod_containers(group) for m in c.get("volumeMounts", [])
+            }
             assert "/mnt/crossrec" in mounts, f"{kind}: a pod without the shared volume"
-            claims = {v["persistentVolumeClaim"]["claimName"]
-                      for v in group["template"]["spec"]["volumes"]
-                      if "persistentVolumeClaim" in v}  # fmt: skip
+            claims = {
+                v["persistentVolumeClaim"]["claimName"]
+                for v in group["template"]["spec"]["volumes"]
+                if "persistentVolumeClaim" in v
+            }
             assert claims == {"crossrec-shared"}, kind
             for container in pod_containers(group):
                 assert container["image"].startswith(f"{CROSSREC_IMAGE}:"), kind
@@ -691,8 +761,13 @@ def test_compose_health_dependencies_and_loopback_ports() -> None:
 def test_compose_volumes_put_registry_and_runs_where_every_container_sees_them() -> None:
     services = compose()["services"]
     workdir = PurePosixPath(dockerfile_workdir())
-    registry = PurePosixPath(next(w.split("=", 2)[2] for w in services["online"]["command"]
-                                  if w.startswith("--set=registry.root=")))  # fmt: skip
+    registry = PurePosixPath(
+        next(
+            w.split("=", 2)[2]
+            for w in services["online"]["command"]
+            if w.startswith("--set=registry.root=")
+        )
+    )
     # The learner writes versions (its Ray tasks on the head too); the replicas on the head
     # load them: one volume, one path, inside the image's working directory.
     for name in ("ray-head", "online"):

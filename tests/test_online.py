@@ -49,8 +49,10 @@ TREND = "horror"
 
 # --------------------------------------------------------------------------- unit
 def test_samples_round_trip_and_bad_lines_name_file_and_line(tmp_path: Path) -> None:
-    samples = [Sample("e1", "u1", "films", "f1", 12.5, (("books", "b1"), ("films", "f0"))),
-               Sample("e2", "u2", "films", "f2", 13.0, ())]  # fmt: skip
+    samples = [
+        Sample("e1", "u1", "films", "f1", 12.5, (("books", "b1"), ("films", "f0"))),
+        Sample("e2", "u2", "films", "f2", 13.0, ()),
+    ]
     path = write_samples(tmp_path / "set.jsonl", samples)
     assert read_samples(path) == samples
     path.write_text(samples[0].to_json() + "\n" + '{"e": "x"}\n')
@@ -80,12 +82,16 @@ def _result(
 ) -> CandidateResult:
     target = TargetResult(
         domain="films",
-        parent={"holdout": {"n": 50.0, "recall@20": parent["h"]},
-                "regression": {"n": 80.0, "recall@20": parent["r"]}},
-        candidate={"holdout": {"n": 50.0, "recall@20": candidate["h"]},
-                   "regression": {"n": 80.0, "recall@20": candidate["r"]}},
+        parent={
+            "holdout": {"n": 50.0, "recall@20": parent["h"]},
+            "regression": {"n": 80.0, "recall@20": parent["r"]},
+        },
+        candidate={
+            "holdout": {"n": 50.0, "recall@20": candidate["h"]},
+            "regression": {"n": 80.0, "recall@20": candidate["r"]},
+        },
         fine_tune={"steps": steps},
-    )  # fmt: skip
+    )
     return CandidateResult("x", "m-parent", {"films": target}, 1.0, "cpu")
 
 
@@ -96,8 +102,9 @@ def test_the_gate_allows_the_margins_and_nothing_more() -> None:
     assert scores["films"]["holdout"] == {"current": 0.40, "candidate": 0.395, "n": 50.0}
     ok, reasons, _ = gate(_result({"h": 0.40, "r": 0.80}, {"h": 0.38, "r": 0.80}), cfg)
     assert not ok
-    assert reasons == ["films: holdout recall@20 0.3800 is below the current 0.4000 by more "
-                       "than 0.01"]  # fmt: skip
+    assert reasons == [
+        "films: holdout recall@20 0.3800 is below the current 0.4000 by more than 0.01"
+    ]
     ok, reasons, _ = gate(_result({"h": 0.40, "r": 0.80}, {"h": 0.60, "r": 0.30}), cfg)
     assert not ok
     assert "regression recall@20 0.3000" in reasons[0]
@@ -105,8 +112,10 @@ def test_the_gate_allows_the_margins_and_nothing_more() -> None:
     ok, reasons, _ = gate(_result({"h": 0.40, "r": 0.28}, {"h": 0.48, "r": 0.22}), cfg)
     assert ok, reasons
     ok, reasons, _ = gate(_result({"h": 0.40, "r": 0.28}, {"h": 0.48, "r": 0.14}), cfg)
-    assert reasons == ["films: regression recall@20 0.1400 is below the current 0.2800 by more "
-                       "than 0.0700 (25% of it)"]  # fmt: skip
+    assert reasons == [
+        "films: regression recall@20 0.1400 is below the current 0.2800 by more "
+        "than 0.0700 (25% of it)"
+    ]
     ok, reasons, _ = gate(_result({"h": 0.4, "r": 0.8}, {"h": float("nan"), "r": 0.8}), cfg)
     assert not ok  # a NaN score never passes
     ok, reasons, _ = gate(_result({"h": 0.4, "r": 0.8}, {"h": 0.5, "r": 0.8}, steps=0), cfg)
@@ -121,8 +130,16 @@ def test_online_config_needs_room_to_train() -> None:
 def test_drift_events_favour_the_trending_topic(trained_split: Split) -> None:
     world = trained_split.dataset
     users = world.user_ids[:50]
-    events = drift_interactions(world, topic=TREND, domain="films", users=users,
-                                events_per_user=4, share=0.6, start=1.7e9, seed=1)  # fmt: skip
+    events = drift_interactions(
+        world,
+        topic=TREND,
+        domain="films",
+        users=users,
+        events_per_user=4,
+        share=0.6,
+        start=1.7e9,
+        seed=1,
+    )
     topics = item_topics(world)
     trend = sum(topics[world.item_index[(e.domain, e.item_id)]] == topic_of(TREND) for e in events)
     assert len(events) == 200
@@ -134,8 +151,15 @@ def test_drift_events_favour_the_trending_topic(trained_split: Split) -> None:
         assert not seen & set(mine)
         assert len(set(mine)) == len(mine)
     with pytest.raises(ValueError, match="unknown topic 'opera'"):
-        drift_interactions(world, topic="opera", domain="films", users=users, events_per_user=1,
-                           share=0.5, start=1.7e9)  # fmt: skip
+        drift_interactions(
+            world,
+            topic="opera",
+            domain="films",
+            users=users,
+            events_per_user=1,
+            share=0.5,
+            start=1.7e9,
+        )
 
 
 # --------------------------------------------------------------------------- integration
@@ -153,9 +177,14 @@ class World:
 
 
 def _event(it: Interaction, n: int) -> Event:
-    return Event(event_id=f"{it.user_id}-{it.domain}-{it.item_id}-{n}", user_id=it.user_id,
-                 item_id=it.item_id, domain=it.domain, event_type="purchase",
-                 timestamp=it.timestamp)  # fmt: skip
+    return Event(
+        event_id=f"{it.user_id}-{it.domain}-{it.item_id}-{n}",
+        user_id=it.user_id,
+        item_id=it.item_id,
+        domain=it.domain,
+        event_type="purchase",
+        timestamp=it.timestamp,
+    )
 
 
 @pytest.fixture(scope="module")
@@ -176,9 +205,16 @@ def world(
     regression = []
     for case in trained_split.test[:300]:
         target = world.items[case.target]
-        regression.append(Sample(f"reg-{case.user}", case.user, target.domain, target.item_id,
-                                 0.0, tuple((world.items[g].domain, world.items[g].item_id)
-                                            for g in case.context[-50:])))  # fmt: skip
+        regression.append(
+            Sample(
+                f"reg-{case.user}",
+                case.user,
+                target.domain,
+                target.item_id,
+                0.0,
+                tuple((world.items[g].domain, world.items[g].item_id) for g in case.context[-50:]),
+            )
+        )
     cfg.online.regression_path = str(write_samples(root / "regression.jsonl", regression))
     cfg.online.every_samples = 10**6  # rounds are forced by the tests
     # A holdout of ~150 samples measures recall@20 to about +-0.04: a margin below that would
@@ -202,9 +238,14 @@ def world(
             seq, times = world.user_sequence(user), world.user_times(user)
             target_at = max((n for n, g in enumerate(seq) if g == targets.get(user)), default=-1)
             for n, (g, t) in enumerate(zip(seq, times, strict=True)):
-                event = Event(event_id=f"{user}-hist-{n}", user_id=user,
-                              item_id=world.items[g].item_id, domain=world.items[g].domain,
-                              event_type="purchase", timestamp=float(t))  # fmt: skip
+                event = Event(
+                    event_id=f"{user}-hist-{n}",
+                    user_id=user,
+                    item_id=world.items[g].item_id,
+                    domain=world.items[g].domain,
+                    event_type="purchase",
+                    timestamp=float(t),
+                )
                 (held if n == target_at else backfill).append(event)
         store.write_events(held, samples=no_samples)  # first: later contexts include them
         store.write_events(backfill, samples=spec)
@@ -212,9 +253,16 @@ def world(
     replayable = {(s.user_id, s.domain, s.item_id, s.context) for _, s in learner.buffer.read()}
     leaked = [r for r in regression if (r.user_id, r.domain, r.item_id, r.context) in replayable]
     assert not leaked, f"{len(leaked)} regression cases are in the sample buffer"
-    drift = drift_interactions(world, topic=TREND, domain="films", users=users,
-                               events_per_user=6, share=0.5, start=time.time() - 7200,
-                               seed=5)  # fmt: skip
+    drift = drift_interactions(
+        world,
+        topic=TREND,
+        domain="films",
+        users=users,
+        events_per_user=6,
+        share=0.5,
+        start=time.time() - 7200,
+        seed=5,
+    )
     by_user: dict[str, list[Interaction]] = {}
     for it in drift:
         by_user.setdefault(it.user_id, []).append(it)
@@ -271,8 +319,9 @@ def test_streamed_events_become_samples(world: World) -> None:
     assert len(new) == 600
     user = next(iter(world.drift))
     mine = [s for _, s in new if s.user_id == user]
-    assert [(s.domain, s.item_id) for s in mine] == [(e.domain, e.item_id)
-                                                     for e in world.drift[user][:2]]  # fmt: skip
+    assert [(s.domain, s.item_id) for s in mine] == [
+        (e.domain, e.item_id) for e in world.drift[user][:2]
+    ]
     # The context is the user's history before the event: the backfilled past, newest last.
     past = world.split.dataset.user_sequence(user)[-50:]
     items = world.split.dataset.items
@@ -315,11 +364,14 @@ def test_online_updates_beat_the_frozen_model_after_a_shift(world: World) -> Non
     # per streamed event. (The first test's replayed events recorded nothing: before samples
     # were recorded only for new events, the replay's copies came back as two "new" samples.)
     window = record.data_window
-    assert window["new_samples"] + window["holdout_samples"] == sent + first.data_window[
-        "holdout_samples"]  # fmt: skip
+    assert (
+        window["new_samples"] + window["holdout_samples"]
+        == sent + first.data_window["holdout_samples"]
+    )
     assert record.data_window["replay_samples"] > 0
-    assert record.metrics["films/holdout/recall@20"] == second.scores["films"]["holdout"][
-        "candidate"]  # fmt: skip
+    assert (
+        record.metrics["films/holdout/recall@20"] == second.scores["films"]["holdout"]["candidate"]
+    )
     logged = world.learner.buffer.decisions(2)
     assert [d["version"] for d in logged] == [second.version, first.version]
     assert {"current", "candidate", "n"} <= set(logged[0]["scores"]["films"]["regression"])
@@ -337,16 +389,28 @@ def test_online_updates_beat_the_frozen_model_after_a_shift(world: World) -> Non
     # The stream's update trigger follows the promotion without a restart.
     user = next(iter(world.drift))
     _stream_one(world, user)
-    wait_for("a vector by the promoted version",
-             lambda: (v := world.store.user_vector(user, "films")) is not None
-             and v.model_version == current.version, 60)  # fmt: skip
+    wait_for(
+        "a vector by the promoted version",
+        lambda: (
+            (v := world.store.user_vector(user, "films")) is not None
+            and v.model_version == current.version
+        ),
+        60,
+    )
 
 
 def _stream_one(w: World, user: str) -> None:
     with EventProducer(w.cfg.stream, linger_ms=0) as producer:
-        producer.send(Event(event_id=f"{user}-extra-{time.time_ns()}", user_id=user,
-                            item_id=w.drift[user][0].item_id, domain="films", event_type="view",
-                            timestamp=time.time()))  # fmt: skip
+        producer.send(
+            Event(
+                event_id=f"{user}-extra-{time.time_ns()}",
+                user_id=user,
+                item_id=w.drift[user][0].item_id,
+                domain="films",
+                event_type="view",
+                timestamp=time.time(),
+            )
+        )
         producer.flush()
 
 
@@ -432,17 +496,38 @@ def test_a_corrupted_update_is_rejected_and_nothing_changes(world: World) -> Non
     assert not any((world.learner.registry.root / ".candidates").iterdir())
     assert world.learner.buffer.decisions(1)[0]["accepted"] is False
     # `crossrec online status` shows the decisions with both scores.
-    result = CliRunner().invoke(app, [
-        "online", "status", "--set", f"feature_store.url={world.cfg.feature_store.url}",
-        "--set", f"feature_store.key_prefix={world.cfg.feature_store.key_prefix}",
-        "--set", f"registry.root={world.cfg.registry.root}", "--decisions", "4",
-    ])  # fmt: skip
+    result = CliRunner().invoke(
+        app,
+        [
+            "online",
+            "status",
+            "--set",
+            f"feature_store.url={world.cfg.feature_store.url}",
+            "--set",
+            f"feature_store.key_prefix={world.cfg.feature_store.key_prefix}",
+            "--set",
+            f"registry.root={world.cfg.registry.root}",
+            "--decisions",
+            "4",
+        ],
+    )
     assert result.exit_code == 0, result.output
-    status = CliRunner().invoke(app, [
-        "online", "status", "--json", "--set", f"feature_store.url={world.cfg.feature_store.url}",
-        "--set", f"feature_store.key_prefix={world.cfg.feature_store.key_prefix}",
-        "--set", f"registry.root={world.cfg.registry.root}", "--decisions", "4",
-    ])  # fmt: skip
+    status = CliRunner().invoke(
+        app,
+        [
+            "online",
+            "status",
+            "--json",
+            "--set",
+            f"feature_store.url={world.cfg.feature_store.url}",
+            "--set",
+            f"feature_store.key_prefix={world.cfg.feature_store.key_prefix}",
+            "--set",
+            f"registry.root={world.cfg.registry.root}",
+            "--decisions",
+            "4",
+        ],
+    )
     doc = json.loads(status.stdout)
     assert doc["current_version"] == (before.version if before else None)
     assert doc["decisions"][0]["accepted"] is False

@@ -85,9 +85,14 @@ def test_register_promote_and_roll_back(
 
 
 def test_models_cli(two_versions: list[Path], redis_server: EmbeddedRedis, tmp_path: Path) -> None:
-    opts = ["--set", f"registry.root={tmp_path / 'reg'}", "--set",
-            f"feature_store.url={redis_server.url}", "--set",
-            f"feature_store.key_prefix={unique('registry-cli')}"]  # fmt: skip
+    opts = [
+        "--set",
+        f"registry.root={tmp_path / 'reg'}",
+        "--set",
+        f"feature_store.url={redis_server.url}",
+        "--set",
+        f"feature_store.key_prefix={unique('registry-cli')}",
+    ]
     first = runner.invoke(app, ["models", "register", str(two_versions[0]), *opts])
     assert first.exit_code == 0, first.output
     a = version_of(two_versions[0])

@@ -26,8 +26,9 @@ def _config(tmp_path: Path) -> CrossRecConfig:
     lines = []
     for section in ("serve", "stream", "feature_store"):
         lines.append(f"{section}:")
-        lines += [f"  {k.split('.')[1]}: {v}" for k, v in SECRETS.items()
-                  if k.startswith(section + ".")]  # fmt: skip
+        lines += [
+            f"  {k.split('.')[1]}: {v}" for k, v in SECRETS.items() if k.startswith(section + ".")
+        ]
         if section == "feature_store":
             lines.append(f"  url: {URL}")
     path = tmp_path / "secret.yaml"
@@ -50,8 +51,9 @@ def test_no_secret_in_a_checkpoint_a_run_record_or_a_printed_config(
     assert cfg.feature_store.url == URL
     # A model version: manifest, weights, everything in its folder.
     torch.manual_seed(0)
-    model = CrossRecModel.for_dataset(small_world, cfg, text_vectors=torch.randn(
-        small_world.num_items, 384))  # fmt: skip
+    model = CrossRecModel.for_dataset(
+        small_world, cfg, text_vectors=torch.randn(small_world.num_items, 384)
+    )
     model.target_domain = "films"
     out = model.save_pretrained(tmp_path / "version" / "films")
     for path in sorted(Path(out).rglob("*")):

@@ -62,9 +62,19 @@ def test_a_stored_vector_is_used_only_while_it_is_current(
         service.recommend_user("u-1", "films")
     now = time.time()
     books = [it for it in small_world.items if it.domain == "books"][:5]
-    store.write_events([Event(event_id=f"s-{n}", user_id="u-1", item_id=it.item_id,
-                              domain="books", event_type="view", timestamp=now - 10 + n)
-                        for n, it in enumerate(books)])  # fmt: skip
+    store.write_events(
+        [
+            Event(
+                event_id=f"s-{n}",
+                user_id="u-1",
+                item_id=it.item_id,
+                domain="books",
+                event_type="view",
+                timestamp=now - 10 + n,
+            )
+            for n, it in enumerate(books)
+        ]
+    )
     computed = service.recommend_user("u-1", "films", k=10)
     assert computed.user_vector == "computed"
     publish_model(store, version)
@@ -73,8 +83,18 @@ def test_a_stored_vector_is_used_only_while_it_is_current(
     assert stored.user_vector == "stored"
     assert [i.item_id for i in stored.items] == [i.item_id for i in computed.items]
     # A newer event makes the stored vector stale: serving recomputes until the trigger runs.
-    store.write_events([Event(event_id="s-new", user_id="u-1", item_id=books[0].item_id,
-                              domain="books", event_type="view", timestamp=now)])  # fmt: skip
+    store.write_events(
+        [
+            Event(
+                event_id="s-new",
+                user_id="u-1",
+                item_id=books[0].item_id,
+                domain="books",
+                event_type="view",
+                timestamp=now,
+            )
+        ]
+    )
     assert service.recommend_user("u-1", "films").user_vector == "computed"
 
 
@@ -91,9 +111,19 @@ def test_vectors_of_an_older_version_are_recomputed_on_first_read(
     store = RedisFeatureStore.from_config(cfg.feature_store)
     v1 = publish_model(store, version)
     books = [it for it in small_world.items if it.domain == "books"][:4]
-    store.write_events([Event(event_id=f"lazy-{n}", user_id="u-lazy", item_id=it.item_id,
-                              domain="books", event_type="view", timestamp=time.time() - 9 + n)
-                        for n, it in enumerate(books)])  # fmt: skip
+    store.write_events(
+        [
+            Event(
+                event_id=f"lazy-{n}",
+                user_id="u-lazy",
+                item_id=it.item_id,
+                domain="books",
+                event_type="view",
+                timestamp=time.time() - 9 + n,
+            )
+            for n, it in enumerate(books)
+        ]
+    )
     updater = UserVectorUpdater(store, cfg)
     assert updater.run_once().vectors == 1
     stored = store.user_vector("u-lazy", "films")
@@ -191,9 +221,11 @@ def test_the_api_runs_without_ray(cfg: CrossRecConfig, version: Path) -> None:
 
 
 def test_credentials_by_default_and_only_by_explicit_choice_none(
-    cfg: CrossRecConfig, version: Path, monkeypatch: pytest.MonkeyPatch,
+    cfg: CrossRecConfig,
+    version: Path,
+    monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
-) -> None:  # fmt: skip
+) -> None:
     from fastapi.testclient import TestClient
 
     from crossrec.errors import CrossRecError
@@ -229,8 +261,12 @@ def test_credentials_by_default_and_only_by_explicit_choice_none(
         assert reply.status_code == 403  # the read key writes nothing
         assert client.put("/v1/items/films/k-1", json=item).status_code == 401
         assert client.get("/v1/model").json()["domains"]["films"] == 160  # nothing was added
-        assert client.post("/v1/recommendations", json={"domain": "films", "query": "stars",
-                                                        "k": 2}).status_code == 200  # fmt: skip
+        assert (
+            client.post(
+                "/v1/recommendations", json={"domain": "films", "query": "stars", "k": 2}
+            ).status_code
+            == 200
+        )
     # auth 'none' is an explicit choice: everything is open, and the app says so at start.
     open_cfg = cfg.model_copy(deep=True)
     open_cfg.serve.auth = "none"
@@ -259,8 +295,9 @@ def test_a_chunked_body_over_the_limit_gets_413(cfg: CrossRecConfig, version: Pa
         yield b'", "k": 3}'
 
     with TestClient(create_api(backend, cfg)) as client:
-        reply = client.post("/v1/recommendations", content=chunks(),
-                            headers={"content-type": "application/json"})  # fmt: skip
+        reply = client.post(
+            "/v1/recommendations", content=chunks(), headers={"content-type": "application/json"}
+        )
         assert reply.status_code == 413, reply.text
         assert reply.json()["error"]["code"] == "body_too_large"
         assert "serve.max_body_bytes=4096" in reply.json()["error"]["message"]
@@ -270,9 +307,11 @@ def test_a_chunked_body_over_the_limit_gets_413(cfg: CrossRecConfig, version: Pa
 
 
 def test_hostile_requests_get_a_clear_4xx_and_errors_keep_their_internals(
-    cfg: CrossRecConfig, version: Path, monkeypatch: pytest.MonkeyPatch,
+    cfg: CrossRecConfig,
+    version: Path,
+    monkeypatch: pytest.MonkeyPatch,
     caplog: pytest.LogCaptureFixture,
-) -> None:  # fmt: skip
+) -> None:
     """Metacharacter and 10 kB ids, deep nesting and oversized bodies each get a 4xx naming
     what was wrong; an unexpected failure answers 500 without its exception text, which stays
     in the replica's log under the reference the client gets."""
@@ -290,18 +329,22 @@ def test_hostile_requests_get_a_clear_4xx_and_errors_keep_their_internals(
     with TestClient(create_api(backend, cfg), raise_server_exceptions=False) as client:
         before = client.get("/v1/model").json()["domains"]["films"]
         for user in ("a{b}:*", "new\nline", "x" * 10_000):
-            reply = client.get(f"/v1/users/{quote(user, safe='')}/recommendations",
-                               params={"domain": "films"},
-                               headers=key)  # fmt: skip
+            reply = client.get(
+                f"/v1/users/{quote(user, safe='')}/recommendations",
+                params={"domain": "films"},
+                headers=key,
+            )
             assert reply.status_code in (404, 422), (user[:20], reply.text)
             assert reply.json()["error"]["field"] == "user_id"  # unknown, or refused by form
         long_id = client.put("/v1/items/films/" + "y" * 10_000, json={"title": "t"}, headers=key)
         assert long_id.status_code == 422
         assert "item_id" in long_id.json()["error"]["message"]
         deep = b"[" * 20_000 + b'"x"' + b"]" * 20_000
-        nested = client.post("/v1/recommendations",
-                             content=b'{"domain": "films", "k": 3, "query": ' + deep + b"}",
-                             headers={"content-type": "application/json"})  # fmt: skip
+        nested = client.post(
+            "/v1/recommendations",
+            content=b'{"domain": "films", "k": 3, "query": ' + deep + b"}",
+            headers={"content-type": "application/json"},
+        )
         assert nested.status_code == 400, nested.text
         assert nested.json()["error"]["code"] == "malformed_json"
         assert "nested deeper" in nested.json()["error"]["message"]

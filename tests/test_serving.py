@@ -56,8 +56,12 @@ def versions(trained_version: Path, tmp_path_factory: pytest.TempPathFactory) ->
     weights = load_file(str(root / "v2" / "films" / WEIGHTS_FILE))
     weights["ranker.linear.weight"] = -weights["ranker.linear.weight"]
     # The hybrid ranker's logits are its linear part plus its MLP's last layer: negate both.
-    for key in ("hybrid.linear.weight", "hybrid.linear.bias", "hybrid.mlp.2.weight",
-                "hybrid.mlp.2.bias"):  # fmt: skip
+    for key in (
+        "hybrid.linear.weight",
+        "hybrid.linear.bias",
+        "hybrid.mlp.2.weight",
+        "hybrid.mlp.2.bias",
+    ):
         weights[key] = -weights[key]
     save_file(weights, str(root / "v2" / "films" / WEIGHTS_FILE))
     return {"v1": root / "v1", "v2": root / "v2"}
@@ -111,8 +115,9 @@ def _ids(body: dict[str, Any]) -> list[str]:
 
 
 def _recs(client: httpx.Client, user: str, **params: Any) -> httpx.Response:
-    return client.get(f"/v1/users/{user}/recommendations", params={"domain": "films", **params},
-                      headers=READ)  # fmt: skip
+    return client.get(
+        f"/v1/users/{user}/recommendations", params={"domain": "films", **params}, headers=READ
+    )
 
 
 @contextmanager
@@ -146,9 +151,16 @@ def test_openapi_and_model_version(
     client: httpx.Client, versions: dict[str, Path], store: RedisFeatureStore
 ) -> None:
     schema = client.get("/openapi.json").json()
-    assert {"/v1/users/{user_id}/recommendations", "/v1/recommendations", "/v1/similar-items",
-            "/v1/items/{domain}/{item_id}", "/v1/events", "/v1/healthz", "/v1/readyz",
-            "/v1/model"} <= set(schema["paths"])  # fmt: skip
+    assert {
+        "/v1/users/{user_id}/recommendations",
+        "/v1/recommendations",
+        "/v1/similar-items",
+        "/v1/items/{domain}/{item_id}",
+        "/v1/events",
+        "/v1/healthz",
+        "/v1/readyz",
+        "/v1/model",
+    } <= set(schema["paths"])
     info = client.get("/v1/model")
     assert info.status_code == 200
     assert info.json()["model_version"] == version_of(versions["v1"])
@@ -236,9 +248,17 @@ def test_an_event_reaches_the_next_recommendation(
         user = unique("e2e-user")
         books = [it for it in world.items if it.domain == "books"][:3]
         now = time.time()
-        events = [{"event_id": f"{user}-{n}", "user_id": user, "item_id": it.item_id,
-                   "domain": "books", "event_type": "view", "timestamp": now - 60 + n}
-                  for n, it in enumerate(books)]  # fmt: skip
+        events = [
+            {
+                "event_id": f"{user}-{n}",
+                "user_id": user,
+                "item_id": it.item_id,
+                "domain": "books",
+                "event_type": "view",
+                "timestamp": now - 60 + n,
+            }
+            for n, it in enumerate(books)
+        ]
         reply = client.post("/v1/events", json={"events": events}, headers=KEY)
         assert reply.status_code == 202, reply.text
         assert reply.json() == {"accepted": 3, "topic": cfg.stream.topic}
@@ -253,15 +273,24 @@ def test_an_event_reaches_the_next_recommendation(
         row = int((model.domain_items("films") == gid).nonzero()[0, 0])
 
         def closeness(ids: list[str]) -> float:
-            rows = [int((model.domain_items("films") == model.key_index[("films", i)])
-                        .nonzero()[0, 0]) for i in ids]  # fmt: skip
+            rows = [
+                int((model.domain_items("films") == model.key_index[("films", i)]).nonzero()[0, 0])
+                for i in ids
+            ]
             return float((films[rows] @ films[row]).mean())
 
         with EventProducer(cfg.stream, linger_ms=0) as producer:
             for n in range(3):
-                producer.send(Event(event_id=f"{user}-film-{n}", user_id=user, item_id=chosen,
-                                    domain="films", event_type="purchase",
-                                    timestamp=time.time()))  # fmt: skip
+                producer.send(
+                    Event(
+                        event_id=f"{user}-film-{n}",
+                        user_id=user,
+                        item_id=chosen,
+                        domain="films",
+                        event_type="purchase",
+                        timestamp=time.time(),
+                    )
+                )
             producer.flush()
         wait_for("the film event", lambda: _recs(client, user).json()["history_length"] == 6)
         after = _recs(client, user, k=10).json()
@@ -273,8 +302,10 @@ def test_an_event_reaches_the_next_recommendation(
         stored = _recs(client, user, k=10).json()
         assert _ids(stored) == _ids(after)
         explained = _recs(client, user, k=5, explain=True).json()
-        assert all(item["because"]["item_id"] in {chosen, *(b.item_id for b in books)}
-                   for item in explained["items"])  # fmt: skip
+        assert all(
+            item["because"]["item_id"] in {chosen, *(b.item_id for b in books)}
+            for item in explained["items"]
+        )
     finally:
         worker.stop()
 
@@ -314,11 +345,14 @@ def test_source_only_users_beat_popularity(client: httpx.Client, split: Split) -
     films = np.flatnonzero(world.item_domain == world.domain_index["films"])
     hits_api = hits_pop = 0
     for n, case in enumerate(cases):
-        history = [{"domain": world.items[g].domain, "item_id": world.items[g].item_id}
-                   for g in case.context[-50:]]  # fmt: skip
+        history = [
+            {"domain": world.items[g].domain, "item_id": world.items[g].item_id}
+            for g in case.context[-50:]
+        ]
         assert all(h["domain"] == "books" for h in history)
-        reply = client.post("/v1/recommendations",
-                            json={"domain": "films", "history": history, "k": 20})  # fmt: skip
+        reply = client.post(
+            "/v1/recommendations", json={"domain": "films", "history": history, "k": 20}
+        )
         assert reply.status_code == 200, reply.text
         hits_api += world.items[case.target].item_id in _ids(reply.json())
         column = int(np.searchsorted(films, case.target))
@@ -327,9 +361,14 @@ def test_source_only_users_beat_popularity(client: httpx.Client, split: Split) -
 
 
 def test_text_query_returns_on_topic_items(client: httpx.Client) -> None:
-    reply = client.post("/v1/recommendations", json={
-        "domain": "films", "query": "a terrifying night with ghosts, demons and vampires", "k": 10,
-    })  # fmt: skip
+    reply = client.post(
+        "/v1/recommendations",
+        json={
+            "domain": "films",
+            "query": "a terrifying night with ghosts, demons and vampires",
+            "k": 10,
+        },
+    )
     assert reply.status_code == 200, reply.text
     texts = [item["text"] for item in reply.json()["items"]]
     assert sum("Horror Movie" in t for t in texts) >= 8, texts
@@ -493,14 +532,27 @@ def test_bad_requests_get_4xx_json(
 
 
 def test_hot_reload_keeps_answering(
-    client: httpx.Client, api: str, store: RedisFeatureStore, versions: dict[str, Path],
+    client: httpx.Client,
+    api: str,
+    store: RedisFeatureStore,
+    versions: dict[str, Path],
     split: Split,
-) -> None:  # fmt: skip
+) -> None:
     world = split.dataset
     user = unique("reload-user")
-    store.write_events([Event(event_id=f"{user}-{n}", user_id=user, item_id=it.item_id,
-                              domain=it.domain, event_type="view", timestamp=time.time() - 10 + n)
-                        for n, it in enumerate(world.items[:4])])  # fmt: skip
+    store.write_events(
+        [
+            Event(
+                event_id=f"{user}-{n}",
+                user_id=user,
+                item_id=it.item_id,
+                domain=it.domain,
+                event_type="view",
+                timestamp=time.time() - 10 + n,
+            )
+            for n, it in enumerate(world.items[:4])
+        ]
+    )
     v1, v2 = version_of(versions["v1"]), version_of(versions["v2"])
     first = _recs(client, user, k=10).json()
     assert first["model_version"] == v1
@@ -556,7 +608,7 @@ def test_promotion_and_rollback_keep_answering_and_rollback_is_exact(
     versions: dict[str, Path],
     split: Split,
     tmp_path: Path,
-) -> None:  # fmt: skip
+) -> None:
     """Versions promoted and rolled back through the registry while clients keep asking: every
     answer is a 200, and after the rollback the recommendations are exactly those of before."""
     from crossrec.registry import ModelRegistry
@@ -568,9 +620,19 @@ def test_promotion_and_rollback_keep_answering_and_rollback_is_exact(
     wait_for("v1", lambda: client.get("/v1/model").json()["model_version"] == v1.version)
     user = unique("rollback-user")
     world = split.dataset
-    store.write_events([Event(event_id=f"{user}-{n}", user_id=user, item_id=it.item_id,
-                              domain=it.domain, event_type="view", timestamp=time.time() - 10 + n)
-                        for n, it in enumerate(world.items[5:11])])  # fmt: skip
+    store.write_events(
+        [
+            Event(
+                event_id=f"{user}-{n}",
+                user_id=user,
+                item_id=it.item_id,
+                domain=it.domain,
+                event_type="view",
+                timestamp=time.time() - 10 + n,
+            )
+            for n, it in enumerate(world.items[5:11])
+        ]
+    )
     before = _recs(client, user, k=20).json()
     with hammering(api, user, 20) as seen:
         registry.promote(store, v2.version, reason="test: promote")
@@ -603,8 +665,9 @@ def test_fuzzed_requests_never_get_5xx(api: str) -> None:
     for mode in (GenerationMode.POSITIVE, GenerationMode.NEGATIVE):
 
         @given(case=schema.as_strategy(mode))
-        @settings(max_examples=150, deadline=None, database=None,
-                  suppress_health_check=list(HealthCheck))  # fmt: skip
+        @settings(
+            max_examples=150, deadline=None, database=None, suppress_health_check=list(HealthCheck)
+        )
         def call(case: Any) -> None:
             response = case.call(headers=dict(KEY), timeout=60)
             calls[response.status_code] = calls.get(response.status_code, 0) + 1

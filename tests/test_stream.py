@@ -70,7 +70,7 @@ def events_for(n: int, users: int = 300, start: int = 0, now: float | None = Non
             domain=("books", "films")[i % 2],
             event_type=("view", "click", "purchase")[i % 3],
             timestamp=now - 1000 + i * 1e-3,
-        )  # fmt: skip
+        )
         for i in range(start, start + n)
     ]
 
@@ -95,8 +95,12 @@ def wait_for(what: str, condition: Callable[[], bool], timeout: float = 60.0) ->
 
 
 def committed_offsets(cfg: CrossRecConfig) -> dict[int, int]:
-    consumer = KafkaConsumer(bootstrap_servers=cfg.stream.bootstrap_servers, api_version=(2, 1),
-                             group_id=cfg.stream.group_id, enable_auto_commit=False)  # fmt: skip
+    consumer = KafkaConsumer(
+        bootstrap_servers=cfg.stream.bootstrap_servers,
+        api_version=(2, 1),
+        group_id=cfg.stream.group_id,
+        enable_auto_commit=False,
+    )
     try:
         parts = consumer.partitions_for_topic(cfg.stream.topic) or set()
         return {p: consumer.committed(TopicPartition(cfg.stream.topic, p)) or 0 for p in parts}
@@ -105,9 +109,14 @@ def committed_offsets(cfg: CrossRecConfig) -> dict[int, int]:
 
 
 def read_topic(cfg: CrossRecConfig, topic: str, expected: int) -> list[Any]:
-    consumer = KafkaConsumer(topic, bootstrap_servers=cfg.stream.bootstrap_servers,
-                             api_version=(2, 1), auto_offset_reset="earliest",
-                             enable_auto_commit=False, consumer_timeout_ms=3000)  # fmt: skip
+    consumer = KafkaConsumer(
+        topic,
+        bootstrap_servers=cfg.stream.bootstrap_servers,
+        api_version=(2, 1),
+        auto_offset_reset="earliest",
+        enable_auto_commit=False,
+        consumer_timeout_ms=3000,
+    )
     out: list[Any] = []
     try:
         deadline = time.monotonic() + 30
@@ -173,7 +182,7 @@ MALFORMED: list[tuple[Callable[[int], bytes], str]] = [
             }
         ).encode(),
         "missing field 'item_id'",
-    ),  # fmt: skip
+    ),
     (
         lambda i: json.dumps(
             {
@@ -186,7 +195,7 @@ MALFORMED: list[tuple[Callable[[int], bytes], str]] = [
             }
         ).encode(),
         "unknown domain 'games'",
-    ),  # fmt: skip
+    ),
     (
         lambda i: json.dumps(
             {
@@ -199,7 +208,7 @@ MALFORMED: list[tuple[Callable[[int], bytes], str]] = [
             }
         ).encode(),
         "field 'timestamp': must be a number",
-    ),  # fmt: skip
+    ),
     (
         lambda i: json.dumps(
             {
@@ -213,7 +222,7 @@ MALFORMED: list[tuple[Callable[[int], bytes], str]] = [
             }
         ).encode(),
         f"more than the {MAX_EVENT_BYTES} allowed",
-    ),  # fmt: skip
+    ),
 ]
 
 
@@ -233,9 +242,14 @@ def test_ten_thousand_events_with_one_percent_malformed(
     assert (report.written, report.duplicates, report.dead_letters) == (9_900, 0, 100)
     assert_exactly_once(worker.store, good)  # type: ignore[arg-type]
     # Offsets: committed up to the end of every partition.
-    ends = {tp.partition: off for tp, off in KafkaConsumer(
-        bootstrap_servers=cfg.stream.bootstrap_servers, api_version=(2, 1)
-    ).end_offsets([TopicPartition(cfg.stream.topic, p) for p in range(4)]).items()}  # fmt: skip
+    ends = {
+        tp.partition: off
+        for tp, off in KafkaConsumer(
+            bootstrap_servers=cfg.stream.bootstrap_servers, api_version=(2, 1)
+        )
+        .end_offsets([TopicPartition(cfg.stream.topic, p) for p in range(4)])
+        .items()
+    }
     assert committed_offsets(cfg) == ends
     assert sum(ends.values()) == 10_000
     # Every malformed record is in the dead-letter topic: original bytes, reason, source.
@@ -255,9 +269,13 @@ def test_ten_thousand_events_with_one_percent_malformed(
     m = worker.metrics
     assert m.value("crossrec_stream_events_total", outcome="written") == 9_900
     assert m.value("crossrec_stream_events_total", outcome="dead_letter") == 100
-    lags = [m.registry.get_sample_value("crossrec_stream_consumer_lag",
-                                        {"worker": "0", "topic": cfg.stream.topic,
-                                         "partition": str(p)}) for p in range(4)]  # fmt: skip
+    lags = [
+        m.registry.get_sample_value(
+            "crossrec_stream_consumer_lag",
+            {"worker": "0", "topic": cfg.stream.topic, "partition": str(p)},
+        )
+        for p in range(4)
+    ]
     assert lags == [0.0, 0.0, 0.0, 0.0]
     # No model published: histories updated, vectors skipped with a clear log line.
     assert report.vectors == 0
@@ -266,8 +284,17 @@ def test_ten_thousand_events_with_one_percent_malformed(
 
 # --------------------------------------------------------------------------- crash
 def _stream_cli(cfg_path: Path, env: dict[str, str]) -> subprocess.CompletedProcess[str]:
-    cmd = [sys.executable, "-m", "crossrec.cli", "stream", "--local", "--config", str(cfg_path),
-           "--idle-exit", "3"]  # fmt: skip
+    cmd = [
+        sys.executable,
+        "-m",
+        "crossrec.cli",
+        "stream",
+        "--local",
+        "--config",
+        str(cfg_path),
+        "--idle-exit",
+        "3",
+    ]
     return subprocess.run(  # noqa: S603 - our own CLI
         cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False
     )
@@ -344,8 +371,11 @@ def test_a_worker_joining_during_a_backlog_loses_nothing(
     try:
         wait_for("the first worker's first batch", lambda: first.worker.report.records > 0)
         second = WorkerThread(StreamWorker(cfg, worker_index=1))
-        wait_for("every event committed", lambda: sum(committed_offsets(cfg).values()) == 6_000,
-                 timeout=120)  # fmt: skip
+        wait_for(
+            "every event committed",
+            lambda: sum(committed_offsets(cfg).values()) == 6_000,
+            timeout=120,
+        )
     finally:
         # Both asked at once: one leaving alone sends the other into a rejoin first.
         for running in (first, second):
@@ -377,19 +407,28 @@ def test_a_rebalance_during_a_redis_outage_loses_nothing(
         second = WorkerThread(StreamWorker(cfg, worker_index=1))
         try:
             produce(cfg, before)
-            wait_for("the first 1,000 events committed",
-                     lambda: first.committed() + second.committed() == 1_000)  # fmt: skip
+            wait_for(
+                "the first 1,000 events committed",
+                lambda: first.committed() + second.committed() == 1_000,
+            )
             assert first.committed() > 0
             assert second.committed() > 0
             server.stop()
             produce(cfg, backlog)
-            wait_for("write retries on both", lambda: min(first.worker.report.store_retries,
-                     second.worker.report.store_retries) >= 1)  # fmt: skip
+            wait_for(
+                "write retries on both",
+                lambda: (
+                    min(first.worker.report.store_retries, second.worker.report.store_retries) >= 1
+                ),
+            )
             # One member leaves while both back off: the group hands its partitions to the
             # other (fresh, un-paused) in the middle of that one's back-off.
             second.stop()
-            wait_for("the first worker owning every partition",
-                     lambda: len(first.worker.assignment) == 4, timeout=60)  # fmt: skip
+            wait_for(
+                "the first worker owning every partition",
+                lambda: len(first.worker.assignment) == 4,
+                timeout=60,
+            )
             time.sleep(4.0)  # more back-off turns with the new assignment
             assert sum(committed_offsets(cfg).values()) == 1_000  # nothing past unwritten
             server.start()
@@ -461,8 +500,11 @@ def test_two_ray_workers_share_the_partitions_without_duplicates(
         for chunk in range(8):
             produce(cfg, events[chunk * 500 : (chunk + 1) * 500])
             time.sleep(0.75)
-        wait_for("every event committed", lambda: sum(committed_offsets(cfg).values()) == 4_000,
-                 timeout=120)  # fmt: skip
+        wait_for(
+            "every event committed",
+            lambda: sum(committed_offsets(cfg).values()) == 4_000,
+            timeout=120,
+        )
         stop.set()
         thread.join(120)
         assert not thread.is_alive(), "workers did not stop"
@@ -518,8 +560,14 @@ def test_a_users_vector_follows_their_events(
     now = time.time()
 
     def event(i: int, item: str, domain: str) -> Event:
-        return Event(event_id=f"f{i}", user_id="U", item_id=item, domain=domain,
-                     event_type="click", timestamp=now + i)  # fmt: skip
+        return Event(
+            event_id=f"f{i}",
+            user_id="U",
+            item_id=item,
+            domain=domain,
+            event_type="click",
+            timestamp=now + i,
+        )
 
     def expected() -> np.ndarray:
         seq, entries = store.histories(["U"], model.domains)["U"]
@@ -607,9 +655,13 @@ def test_sigterm_finishes_the_batch_commits_and_exits(
     cfg_path.write_text(cfg.to_yaml())
     cmd = [sys.executable, "-m", "crossrec.cli", "stream", "--local", "--config", str(cfg_path)]
     proc = subprocess.Popen(  # noqa: S603 - our own CLI
-        cmd, cwd=ROOT, env={**os.environ, "HF_HUB_OFFLINE": "1"},
-        stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-    )  # fmt: skip
+        cmd,
+        cwd=ROOT,
+        env={**os.environ, "HF_HUB_OFFLINE": "1"},
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
     try:
         events = events_for(2_000, users=100)
         produce(cfg, events[:1_000])
@@ -661,8 +713,9 @@ class _Record:
 
 
 class ScriptedConsumer:
-    def __init__(self, topic: str, logs: dict[int, list[bytes]], rebalance_at: set[int],
-                 per_fetch: int = 100) -> None:  # fmt: skip
+    def __init__(
+        self, topic: str, logs: dict[int, list[bytes]], rebalance_at: set[int], per_fetch: int = 100
+    ) -> None:
         self.tps = [TopicPartition(topic, p) for p in sorted(logs)]
         self.logs = {tp: logs[tp.partition] for tp in self.tps}
         self.rebalance_at, self.per_fetch = rebalance_at, per_fetch
@@ -692,8 +745,9 @@ class ScriptedConsumer:
             start = self.positions[tp]
             take = self.logs[tp][start : start + min(self.per_fetch, max_records)]
             if take:
-                out[tp] = [_Record(tp.topic, tp.partition, start + i, v)
-                           for i, v in enumerate(take)]  # fmt: skip
+                out[tp] = [
+                    _Record(tp.topic, tp.partition, start + i, v) for i, v in enumerate(take)
+                ]
                 self.positions[tp] = start + len(take)
                 max_records -= len(take)
         return out
@@ -814,8 +868,9 @@ def test_a_dead_in_process_worker_turns_readiness_red_and_is_restarted(
     with supervisor:
         wait_for("readiness green", lambda: service.health().checks["stream_worker"] == "ok")
         produce(cfg, first)
-        wait_for("the first events committed", lambda: sum(workers[0].report.committed.values())
-                 == 200)  # fmt: skip
+        wait_for(
+            "the first events committed", lambda: sum(workers[0].report.committed.values()) == 200
+        )
 
         def broken(*args: Any, **kwargs: Any) -> None:
             raise RuntimeError("injected: the worker's client broke")
@@ -828,11 +883,11 @@ def test_a_dead_in_process_worker_turns_readiness_red_and_is_restarted(
         assert "injected: the worker's client broke" in check
         assert service.health().status == "unavailable"
         wait_for("the restart", lambda: supervisor.restarts == 1 and supervisor.alive)
-        wait_for("readiness green again",
-                 lambda: service.health().checks["stream_worker"] == "ok")  # fmt: skip
+        wait_for("readiness green again", lambda: service.health().checks["stream_worker"] == "ok")
         # The new worker resumes from the committed offsets: nothing of the second batch lost.
-        wait_for("every event committed", lambda: sum(committed_offsets(cfg).values()) == 400,
-                 timeout=90)  # fmt: skip
+        wait_for(
+            "every event committed", lambda: sum(committed_offsets(cfg).values()) == 400, timeout=90
+        )
     assert len(workers) == 2
     assert_exactly_once(store, first + second)
     # Stopped on purpose: the heartbeat says so, and readiness is red.

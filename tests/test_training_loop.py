@@ -18,8 +18,14 @@ from crossrec.models.crossrec_model import CrossRecModel
 from crossrec.trainer import CrossRecTrainer, StageRun, StageState, TrainContext
 from crossrec.trainer.checkpoint import read_stage_manifest, save_stage
 
-FAST = ["train.max_epochs=4", "train.patience=4", "train.batch_size=64", "train.ranker_epochs=0",
-        "train.stages=[adapt]", "model.dim=32"]  # fmt: skip
+FAST = [
+    "train.max_epochs=4",
+    "train.patience=4",
+    "train.batch_size=64",
+    "train.ranker_epochs=0",
+    "train.stages=[adapt]",
+    "model.dim=32",
+]
 
 
 class Interrupted(Exception):
@@ -133,8 +139,9 @@ def test_validation_shards_add_up_to_the_whole(small_split: Split, cfg: CrossRec
     trainer.model.eval()
     evaluator = TargetDomainEvaluator.for_model_selection(small_split)
     whole = evaluator.ndcg_at(trainer.view, 10, "valid", ["films"])
-    parts = [evaluator.ndcg_sum_at(trainer.view, 10, "valid", ["films"], shard=(i, 3))
-             for i in range(3)]  # fmt: skip
+    parts = [
+        evaluator.ndcg_sum_at(trainer.view, 10, "valid", ["films"], shard=(i, 3)) for i in range(3)
+    ]
     total = sum(p[0] for p in parts)
     count = sum(p[1] for p in parts)
     assert count == sum(1 for c in small_split.valid if c.domain == "films")

@@ -28,16 +28,25 @@ pytestmark = [pytest.mark.integration, pytest.mark.slow]
 CONFIG = {
     "data": {"synthetic": {"num_users": 400, "items_per_domain": [200, 150]}},
     # The two-stage option exercises the pipeline's stage hand-over, reuse and resume.
-    "train": {"stages": ["pretrain", "adapt"], "pretrain_max_epochs": 4, "max_epochs": 8,
-              "patience": 8, "batch_size": 64, "ranker_epochs": 1, "num_workers": 2,
-              "max_failures": 1},
+    "train": {
+        "stages": ["pretrain", "adapt"],
+        "pretrain_max_epochs": 4,
+        "max_epochs": 8,
+        "patience": 8,
+        "batch_size": 64,
+        "ranker_epochs": 1,
+        "num_workers": 2,
+        "max_failures": 1,
+    },
     "encoder": {"ray_min_items": 0, "ray_actors": 2},
     "eval": {"protocols": ["full"]},
     # Secrets a deployment's config file would hold: none may reach a file or a log line.
     "serve": {"api_key": "write-key-SECRET1"},
-    "feature_store": {"password": "redis-SECRET4",
-                      "url": "redis://crossrec:url-SECRET5@127.0.0.1:6390/0"},
-}  # fmt: skip
+    "feature_store": {
+        "password": "redis-SECRET4",
+        "url": "redis://crossrec:url-SECRET5@127.0.0.1:6390/0",
+    },
+}
 SECRETS = ("write-key-SECRET1", "redis-SECRET4", "url-SECRET5")
 
 
@@ -143,8 +152,9 @@ def test_two_workers_match_the_single_process_loop(
     # The same optimizer steps on the same batches: the training losses agree closely (only
     # dropout and sampled negatives differ per worker), epoch by epoch.
     single_losses = [h["loss"] for h in single.reports["films"][0].history]
-    dist_losses = [e["loss"] for e in events if e.get("event") == "epoch"
-                   and e["stage"] == "pretrain"]  # fmt: skip
+    dist_losses = [
+        e["loss"] for e in events if e.get("event") == "epoch" and e["stage"] == "pretrain"
+    ]
     assert len(dist_losses) == len(single_losses)
     for ours, theirs in zip(dist_losses, single_losses, strict=True):
         assert abs(ours - theirs) <= 0.02 * theirs, (dist_losses, single_losses)
@@ -194,8 +204,9 @@ def test_the_run_draws_its_training_curves(
     from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
 
     for stage in run.stages:
-        board = EventAccumulator(str(storage / "two-workers" / "tensorboard" / stage.target
-                                     / stage.stage)).Reload()  # fmt: skip
+        board = EventAccumulator(
+            str(storage / "two-workers" / "tensorboard" / stage.target / stage.stage)
+        ).Reload()
         loss = board.Scalars("loss")
         assert [e.step for e in loss] == list(range(1, stage.epochs + 1))
         assert [e.value for e in loss] == pytest.approx([h["loss"] for h in stage.history])
@@ -228,8 +239,18 @@ def test_an_interrupted_driver_resumes_without_redoing_epochs(
     ray_address: str, storage: Path, tmp_path: Path
 ) -> None:
     cfg, path = _config(storage, tmp_path, max_epochs=20, patience=20)
-    command = [sys.executable, "-m", "crossrec.cli", "train", "--config", str(path),
-               "--name", "interrupted", "--address", ray_address]  # fmt: skip
+    command = [
+        sys.executable,
+        "-m",
+        "crossrec.cli",
+        "train",
+        "--config",
+        str(path),
+        "--name",
+        "interrupted",
+        "--address",
+        ray_address,
+    ]
     log = (tmp_path / "first.log").open("w")
     first = subprocess.Popen(command, stdout=log, stderr=subprocess.STDOUT, env=os.environ.copy())
     adapt_dir = storage / "interrupted" / "stages" / "films" / "adapt"
@@ -255,8 +276,9 @@ def test_an_interrupted_driver_resumes_without_redoing_epochs(
     assert len(resumed) == 1, events
     done = resumed[0]["epoch"]
     assert 1 <= done < 20
-    rerun_epochs = [int(e["epoch"]) for e in events
-                    if e.get("event") == "epoch" and e["stage"] == "adapt"]  # fmt: skip
+    rerun_epochs = [
+        int(e["epoch"]) for e in events if e.get("event") == "epoch" and e["stage"] == "adapt"
+    ]
     assert rerun_epochs == list(range(done + 1, 21))
     assert {"stage": "pretrain", "target": "films", "event": "stage_reused"} in events
     adapt = _adapt(run)

@@ -118,8 +118,17 @@ def test_epoch_reports_are_the_running_best_of_the_last_stage_with_one_target() 
     assert reports == []  # one target's score alone: not comparable with the mean
     # One joint run scores every target each epoch: the mean of each target's best so far.
     for epoch, books, films in [(1, 0.4, 0.1), (2, 0.2, 0.3)]:
-        several({"stage": "joint", "target": "books", "epoch": epoch, "loss": 1.0,
-                 METRIC: books, f"{METRIC}[books]": books, f"{METRIC}[films]": films})  # fmt: skip
+        several(
+            {
+                "stage": "joint",
+                "target": "books",
+                "epoch": epoch,
+                "loss": 1.0,
+                METRIC: books,
+                f"{METRIC}[books]": books,
+                f"{METRIC}[films]": films,
+            }
+        )
     assert [r[METRIC] for r in reports] == pytest.approx([0.25, 0.35])
     assert several.final({"books": 0.4, "films": 0.2})[METRIC] == pytest.approx(0.3)
 

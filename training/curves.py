@@ -36,8 +36,9 @@ def draw_curves(stages: Sequence[_Stage], title: str = "") -> bytes | None:
         matplotlib.use("Agg")
         import matplotlib.pyplot as plt
     except ImportError:
-        logger.warning("curves.png skipped: matplotlib is not installed "
-                       "(pip install 'crossrec[plots]')")  # fmt: skip
+        logger.warning(
+            "curves.png skipped: matplotlib is not installed (pip install 'crossrec[plots]')"
+        )
         return None
     drawn = [s for s in stages if s.history]
     if not drawn:

@@ -76,8 +76,11 @@ def encode_with_ray_data(
         raise RuntimeError(f"the encoding job returned {seen} vectors for {len(texts)} texts")
     logger.info(
         "ray data encoding texts=%d actors=%d gpu=%s seconds=%.1f",
-        len(texts), num_actors, use_gpu, time.perf_counter() - started,
-    )  # fmt: skip
+        len(texts),
+        num_actors,
+        use_gpu,
+        time.perf_counter() - started,
+    )
     return out
 
 
@@ -105,8 +108,10 @@ class _EncodingProgress:
         self.last = now
         rate = done / max(now - self.started, 1e-9)
         left = (self.total - done) / max(rate, 1e-9)
-        self.say(f"encoding item texts: {done:,}/{self.total:,} ({rate:.0f} texts/s, about "
-                 f"{left:.0f}s left)")  # fmt: skip
+        self.say(
+            f"encoding item texts: {done:,}/{self.total:,} ({rate:.0f} texts/s, about "
+            f"{left:.0f}s left)"
+        )
 
 
 def run_item_vectors(
@@ -141,23 +146,32 @@ def run_item_vectors(
         from_machine: dict[str, np.ndarray] = {}
         if machine is not None:
             there, vectors_there = machine.get_many(list(missing_keys.values()))
-            from_machine = {missing[j]: np.asarray(vectors_there[j], dtype=np.float32)
-                            for j in np.flatnonzero(there).tolist()}  # fmt: skip
+            from_machine = {
+                missing[j]: np.asarray(vectors_there[j], dtype=np.float32)
+                for j in np.flatnonzero(there).tolist()
+            }
         to_encode = [t for t in missing if t not in from_machine]
         logger.info(
-            "item vectors texts=%d cached=%d machine_cache=%d to_encode=%d", len(texts),
-            int(found.sum()), len(from_machine), len(to_encode),
-        )  # fmt: skip
+            "item vectors texts=%d cached=%d machine_cache=%d to_encode=%d",
+            len(texts),
+            int(found.sum()),
+            len(from_machine),
+            len(to_encode),
+        )
         distinct = len(set(texts))
-        say(f"item texts: {len(texts):,} ({distinct:,} distinct); {distinct - len(missing):,} "
+        say(
+            f"item texts: {len(texts):,} ({distinct:,} distinct); {distinct - len(missing):,} "
             f"in the run's cache, {len(from_machine):,} in this machine's, {len(to_encode):,} "
-            "to encode")  # fmt: skip
+            "to encode"
+        )
         by_text = dict(from_machine)
         if to_encode:
             started = time.perf_counter()
             if len(to_encode) >= cfg.ray_min_items:
-                say(f"encoding {len(to_encode):,} item texts with Ray Data "
-                    f"({cfg.ray_actors} actors)")  # fmt: skip
+                say(
+                    f"encoding {len(to_encode):,} item texts with Ray Data "
+                    f"({cfg.ray_actors} actors)"
+                )
                 vectors = encode_with_ray_data(
                     to_encode, cfg, num_actors=cfg.ray_actors, use_gpu=use_gpu
                 )
@@ -166,17 +180,20 @@ def run_item_vectors(
 
                 encoder = TextEncoder.from_config(cfg)
                 vectors = encoder.encode(
-                    to_encode, cfg.batch_size, progress="encoding items",
+                    to_encode,
+                    cfg.batch_size,
+                    progress="encoding items",
                     on_batch=_EncodingProgress(len(to_encode), say),
-                ).numpy()  # fmt: skip
+                ).numpy()
             say(f"encoded {len(to_encode):,} item texts in {time.perf_counter() - started:.1f}s")
             by_text.update({t: vectors[j] for j, t in enumerate(to_encode)})
             if machine is not None:
                 try:
                     machine.put_many([missing_keys[t] for t in to_encode], vectors)
                 except OSError as exc:
-                    logger.warning("could not add vectors to this machine's embedding cache: %s",
-                                   exc)  # fmt: skip
+                    logger.warning(
+                        "could not add vectors to this machine's embedding cache: %s", exc
+                    )
         if missing:
             cache.put_many(list(missing_keys.values()), np.stack([by_text[t] for t in missing]))
             if not storage.is_local:

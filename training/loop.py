@@ -158,9 +158,13 @@ class RayTrainContext(TrainContext):
         with tempfile.TemporaryDirectory(prefix="crossrec-ckpt-") as tmp:
             checkpoint = None
             if self.is_chief:
-                save_stage(Path(tmp), self.trainer, run, record,
-                           extra={"run_name": self.config["run_name"],
-                                  "world_size": self.world_size})  # fmt: skip
+                save_stage(
+                    Path(tmp),
+                    self.trainer,
+                    run,
+                    record,
+                    extra={"run_name": self.config["run_name"], "world_size": self.world_size},
+                )
                 checkpoint = ray.train.Checkpoint.from_directory(tmp)
             ray.train.report(metrics, checkpoint=checkpoint)
 
@@ -207,8 +211,13 @@ def train_loop_per_worker(config: dict[str, Any]) -> None:
         report = trainer.run_stage(stage, ctx)
         logger.info(
             "stage=%s target=%s rank=%d done epochs=%d best_epoch=%d best_valid_ndcg@10=%.4f",
-            stage, target, ctx.rank, report.epochs, report.best_epoch, report.best_valid_ndcg,
-        )  # fmt: skip
+            stage,
+            target,
+            ctx.rank,
+            report.epochs,
+            report.best_epoch,
+            report.best_valid_ndcg,
+        )
     finally:
         ctx.cleanup()
 

@@ -126,11 +126,14 @@ def _check_run_config(storage: RunStorage, cfg: CrossRecConfig) -> bool:
     current = _comparable_config(cfg)
     recorded = storage.read_json(RUN_FILE)
     if recorded is None:
-        storage.write_json(RUN_FILE, {
-            "crossrec_version": __version__,
-            "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-            "config": current,
-        })  # fmt: skip
+        storage.write_json(
+            RUN_FILE,
+            {
+                "crossrec_version": __version__,
+                "created_at": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+                "config": current,
+            },
+        )
         return False
     changed = _differences(recorded.get("config"), current)
     if changed:
@@ -217,16 +220,23 @@ def _run(cfg: CrossRecConfig, storage: RunStorage, on_event: EventCallback | Non
     name = storage.name
     resuming = _check_run_config(storage, cfg)
     emit = on_event or (lambda event: None)
-    emit({"event": "message", "message": f"run {name!r} at {storage.uri()}"
-          + (" (resuming)" if resuming else "")})  # fmt: skip
+    emit(
+        {
+            "event": "message",
+            "message": f"run {name!r} at {storage.uri()}" + (" (resuming)" if resuming else ""),
+        }
+    )
     dataset = load_dataset(cfg.data)
     split = make_split(dataset, cfg.eval, target_domains_for(dataset, cfg))
     template = ItemTextTemplate.from_config(cfg.encoder)
     vectors = run_item_vectors(
-        item_texts(dataset, template), template.key(), cfg.encoder, storage,
+        item_texts(dataset, template),
+        template.key(),
+        cfg.encoder,
+        storage,
         use_gpu=cfg.train.use_gpu,
         on_message=lambda message: emit({"event": "message", "message": message}),
-    )  # fmt: skip
+    )
     run = TrainingRun(name=name, storage=storage, split=split)
     split_ref, vectors_ref = ray.put(split), ray.put(vectors)
     board = None
@@ -248,8 +258,9 @@ def _run(cfg: CrossRecConfig, storage: RunStorage, on_event: EventCallback | Non
         for target in split.target_domains:
             previous: str | None = None
             for stage in cfg.train.stages:
-                result = _run_stage(cfg, storage, target, stage, previous,
-                                    split, split_ref, vectors_ref, pump)  # fmt: skip
+                result = _run_stage(
+                    cfg, storage, target, stage, previous, split, split_ref, vectors_ref, pump
+                )
                 run.stages.append(result)
                 previous = result.checkpoint
             if previous is None:
@@ -315,8 +326,13 @@ def _run_stage(
         "fault_marker_dir": storage.local_path(f"stages/{target}") or tempfile.gettempdir(),
     }
     started = time.perf_counter()
-    trainer = build_trainer(cfg, loop_config, storage_path=storage.uri(f"stages/{target}"),
-                            name=stage, keep_best=keep_best)  # fmt: skip
+    trainer = build_trainer(
+        cfg,
+        loop_config,
+        storage_path=storage.uri(f"stages/{target}"),
+        name=stage,
+        keep_best=keep_best,
+    )
     result = trainer.fit()
     if result.error is not None:
         raise result.error
@@ -366,8 +382,14 @@ def _evaluate(
         task = ray.remote(evaluate_target).options(
             num_cpus=1, num_gpus=1 if cfg.train.use_gpu else 0, max_retries=1
         )
-        pending = task.remote(cfg.model_dump(mode="json"), split_ref, target, checkpoint,
-                              cfg.train.storage_path, storage.name)  # fmt: skip
+        pending = task.remote(
+            cfg.model_dump(mode="json"),
+            split_ref,
+            target,
+            checkpoint,
+            cfg.train.storage_path,
+            storage.name,
+        )
         rows_json = ray.get(pending)
         pump.emit({"event": "message", "message": f"evaluate[{target}] done"})
         marker = {"rows": rows_json, "model": storage.uri(f"models/{target}")}

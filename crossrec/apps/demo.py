@@ -64,15 +64,19 @@ def run_demo(
     run = run_models(cfg, BASELINES, dataset, split=split, on_model_done=done)
 
     targets = ", ".join(split.target_domains)
-    sources = ", ".join(cfg.adaptation.source_domains or
-                        [d for d in dataset.domains if d not in split.target_domains])  # fmt: skip
+    sources = ", ".join(
+        cfg.adaptation.source_domains
+        or [d for d in dataset.domains if d not in split.target_domains]
+    )
     sources = sources or "the other domains"  # every domain is a target: each learns from the rest
     if list(cfg.train.stages) == ["joint"]:
         recipe = f"one joint model over {', '.join(dataset.domains)}, kept per target {targets}"
     else:
         recipe = f"{' -> '.join(cfg.train.stages)}: from {sources} to {targets}"
-    echo(f"[4/{total}] training crossrec-transfer on Ray Train ({cfg.train.num_workers} workers): "
-         f"{recipe}")  # fmt: skip
+    echo(
+        f"[4/{total}] training crossrec-transfer on Ray Train ({cfg.train.num_workers} workers): "
+        f"{recipe}"
+    )
     rows, models_dir = _train_on_ray(cfg, echo)
     run.rows.extend(rows)
 
@@ -90,16 +94,21 @@ def run_demo(
                 )
             )
     echo("")
-    echo(f"[6/{total}] serving and streaming: Ray Serve API; embedded Kafka-protocol broker -> "
-         "consumer worker -> embedded Redis -> user vector -> next request")  # fmt: skip
+    echo(
+        f"[6/{total}] serving and streaming: Ray Serve API; embedded Kafka-protocol broker -> "
+        "consumer worker -> embedded Redis -> user vector -> next request"
+    )
     from crossrec.apps.session import run_stream_session
 
     run_stream_session(
-        cfg, dataset, models_dir, echo,
+        cfg,
+        dataset,
+        models_dir,
+        echo,
         online_step=f"[7/{total}] online learning: preferences shift; streamed events become "
         "samples; a fine-tune round as a Ray task; the gate; promotion; serving follows",
         exit_after_s=exit_after_s,
-    )  # fmt: skip
+    )
     echo("")
     echo(f"demo finished in {time.perf_counter() - started:.1f}s")
     return run.rows

@@ -80,7 +80,7 @@ def run_drift_episode(
         for u, seq in dataset.iter_sequences()
         if (dataset.item_domain[seq] == dataset.domain_index[target]).sum() >= 2
     ]
-    chosen = chosen[:users]  # fmt: skip
+    chosen = chosen[:users]
     cfg = cfg.model_copy(deep=True)
     cfg.registry.root = str(registry_root)
     cfg.online.margin = 0.05  # holdouts of ~200 events measure recall@20 to about +-0.035
@@ -99,11 +99,27 @@ def run_drift_episode(
         seq, times = dataset.user_sequence(user), dataset.user_times(user)
         last = int(np.flatnonzero(dataset.item_domain[seq] == t_index)[-1])
         keys = [(dataset.items[g].domain, dataset.items[g].item_id) for g in seq.tolist()]
-        regression.append(Sample(f"regression-{user}", user, *keys[last], float(times[last]),
-                                 tuple(keys[:last][-cfg.online.context_length:])))  # fmt: skip
-        events += [Event(event_id=f"hist-{user}-{n}", user_id=user, item_id=item_id,
-                         domain=domain, event_type="purchase", timestamp=float(times[n]))
-                   for n, (domain, item_id) in enumerate(keys) if n != last]  # fmt: skip
+        regression.append(
+            Sample(
+                f"regression-{user}",
+                user,
+                *keys[last],
+                float(times[last]),
+                tuple(keys[:last][-cfg.online.context_length :]),
+            )
+        )
+        events += [
+            Event(
+                event_id=f"hist-{user}-{n}",
+                user_id=user,
+                item_id=item_id,
+                domain=domain,
+                event_type="purchase",
+                timestamp=float(times[n]),
+            )
+            for n, (domain, item_id) in enumerate(keys)
+            if n != last
+        ]
     cfg.online.regression_path = str(write_samples(registry_root / "regression.jsonl", regression))
     learner = OnlineLearner(cfg, store)
     base = len(learner.buffer)
@@ -112,16 +128,25 @@ def run_drift_episode(
         producer.send(event)
     producer.flush()
     _wait("the backfill's samples", lambda: len(learner.buffer) >= base + len(events), 300)
-    echo(f"       backfilled {len(events):,} events of {len(chosen)} users through Kafka in "
-         f"{time.perf_counter() - sent:.1f}s; their last {target} events "
-         f"({len(regression)}) are the fixed regression set")  # fmt: skip
+    echo(
+        f"       backfilled {len(events):,} events of {len(chosen)} users through Kafka in "
+        f"{time.perf_counter() - sent:.1f}s; their last {target} events "
+        f"({len(regression)}) are the fixed regression set"
+    )
     learner.skip_backlog()
     shift_start = learner.buffer.cursor()  # the drill replays the shift's window from here
 
     # 2. The shift.
-    drift = drift_interactions(dataset, topic=trend, domain=target, users=chosen,
-                               events_per_user=5, share=0.5, start=time.time() - 3600,
-                               seed=cfg.online.seed)  # fmt: skip
+    drift = drift_interactions(
+        dataset,
+        topic=trend,
+        domain=target,
+        users=chosen,
+        events_per_user=5,
+        share=0.5,
+        start=time.time() - 3600,
+        seed=cfg.online.seed,
+    )
     by_user: dict[str, list[Any]] = {}
     for it in drift:
         by_user.setdefault(it.user_id, []).append(it)
@@ -153,14 +178,23 @@ def run_drift_episode(
 
     thread = threading.Thread(target=learn, daemon=True, name="demo-online-learner")
     thread.start()
-    echo(f"       a shift: {trend!r} {target} become popular; {len(chosen)} users make "
-         f"{len(streamed):,} events, half of them on it (online learner: a round every "
-         f"{every_samples} samples, trained as a Ray task)")  # fmt: skip
+    echo(
+        f"       a shift: {trend!r} {target} become popular; {len(chosen)} users make "
+        f"{len(streamed):,} events, half of them on it (online learner: a round every "
+        f"{every_samples} samples, trained as a Ray task)"
+    )
     nth_sent = 0.0
     for n, it in enumerate(streamed, start=1):
-        producer.send(Event(event_id=f"drift-{it.user_id}-{n}", user_id=it.user_id,
-                            item_id=it.item_id, domain=it.domain, event_type="purchase",
-                            timestamp=it.timestamp))  # fmt: skip
+        producer.send(
+            Event(
+                event_id=f"drift-{it.user_id}-{n}",
+                user_id=it.user_id,
+                item_id=it.item_id,
+                domain=it.domain,
+                event_type="purchase",
+                timestamp=it.timestamp,
+            )
+        )
         if n == every_samples:
             producer.flush()
             nth_sent = time.perf_counter()
@@ -177,31 +211,48 @@ def run_drift_episode(
     echo(f"       gate: {outcome.summary()}")
     figures: dict[str, float] = {"round_s": outcome.seconds["round"]}
     if outcome.accepted and outcome.version is not None:
-        _wait("the promoted version to be served",
-              lambda: api("GET", "/v1/model", None)[1].get("model_version") == outcome.version,
-              120)  # fmt: skip
+        _wait(
+            "the promoted version to be served",
+            lambda: api("GET", "/v1/model", None)[1].get("model_version") == outcome.version,
+            120,
+        )
         served = time.perf_counter()
-        figures.update(event_to_promoted_s=promoted_at - nth_sent,
-                       event_to_served_s=served - nth_sent)  # fmt: skip
-        echo(f"       update cadence: event #{every_samples} sent -> version {outcome.version} "
-             f"promoted in {promoted_at - nth_sent:.1f}s (the round itself "
-             f"{outcome.seconds['round']:.1f}s) -> served by the API "
-             f"{served - nth_sent:.1f}s after the event")  # fmt: skip
+        figures.update(
+            event_to_promoted_s=promoted_at - nth_sent, event_to_served_s=served - nth_sent
+        )
+        echo(
+            f"       update cadence: event #{every_samples} sent -> version {outcome.version} "
+            f"promoted in {promoted_at - nth_sent:.1f}s (the round itself "
+            f"{outcome.seconds['round']:.1f}s) -> served by the API "
+            f"{served - nth_sent:.1f}s after the event"
+        )
         after_share, served_after = trend_share()
-        echo(f"       {watch}'s top 10 via the API: {before_share} {trend} {target} with "
-             f"{served_before} -> {after_share} with {served_after}")  # fmt: skip
+        echo(
+            f"       {watch}'s top 10 via the API: {before_share} {trend} {target} with "
+            f"{served_before} -> {after_share} with {served_after}"
+        )
 
     # 4. Frozen against online, on the events after those streamed.
     histories = store.histories(chosen, dataset.domains)
-    post = [Sample(f"post-{u}", u, target, evs[-1].item_id, evs[-1].timestamp,
-                   tuple((h.domain, h.item_id) for h in histories[u][1])[-50:])
-            for u, evs in by_user.items()]  # fmt: skip
+    post = [
+        Sample(
+            f"post-{u}",
+            u,
+            target,
+            evs[-1].item_id,
+            evs[-1].timestamp,
+            tuple((h.domain, h.item_id) for h in histories[u][1])[-50:],
+        )
+        for u, evs in by_user.items()
+    ]
     current = store.current_model()
     frozen = _model_recall(frozen_uri, target, post)
     online = _model_recall(current.uri, target, post) if current else float("nan")
     figures.update(frozen_recall=frozen, online_recall=online)
-    echo(f"       Recall@20 on each user's next {target} event (not streamed, {len(post)} "
-         f"users): frozen {frozen:.3f} -> online {online:.3f}")  # fmt: skip
+    echo(
+        f"       Recall@20 on each user's next {target} event (not streamed, {len(post)} "
+        f"users): frozen {frozen:.3f} -> online {online:.3f}"
+    )
 
     # 5. A corrupted update: the shift's events again, each label remapped to another item (an
     # id-mapping bug; shuffling the labels keeps the trend's popularity, and on a small world's
@@ -212,17 +263,24 @@ def run_drift_episode(
     _wait("the shift's samples", lambda: len(learner.pending()) >= len(streamed), 120)
     drill = learner.run_round(force=True, drill="remap-items")
     if drill is None:
-        raise CrossRecError(f"demo: the corrupted-update round did not run "
-                            f"({len(learner.pending())} new samples)")  # fmt: skip
+        raise CrossRecError(
+            f"demo: the corrupted-update round did not run ({len(learner.pending())} new samples)"
+        )
     kept = store.current_model()
-    echo(f"       a corrupted update (item ids remapped): {drill.summary()}; served version "
-         f"stays {kept.version if kept else '-'}")  # fmt: skip
+    echo(
+        f"       a corrupted update (item ids remapped): {drill.summary()}; served version "
+        f"stays {kept.version if kept else '-'}"
+    )
     if outcome.accepted:
         back = learner.registry.rollback(store)
         started = time.perf_counter()
-        _wait("the rollback to be served",
-              lambda: api("GET", "/v1/model", None)[1].get("model_version") == back.version,
-              120)  # fmt: skip
-        echo(f"       crossrec models rollback: {back.version} served again after "
-             f"{time.perf_counter() - started:.1f}s")  # fmt: skip
+        _wait(
+            "the rollback to be served",
+            lambda: api("GET", "/v1/model", None)[1].get("model_version") == back.version,
+            120,
+        )
+        echo(
+            f"       crossrec models rollback: {back.version} served again after "
+            f"{time.perf_counter() - started:.1f}s"
+        )
     return figures

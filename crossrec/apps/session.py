@@ -86,8 +86,10 @@ def _keep_serving(
     auth = f"-H 'X-API-Key: {key}' " if key else ""
     echo(f"         curl {auth}'{url}/v1/users/demo-user/recommendations?domain={target}&k=5'")
     body = json.dumps({"domain": target, "query": query, "k": 5})
-    echo(f"         curl -X POST {url}/v1/recommendations -H 'content-type: application/json' "
-         f"-d '{body}'")  # fmt: skip
+    echo(
+        f"         curl -X POST {url}/v1/recommendations -H 'content-type: application/json' "
+        f"-d '{body}'"
+    )
     echo(f"         open {url}/docs for every endpoint")
     stop = threading.Event()
     deadline = None if exit_after_s is None else time.monotonic() + exit_after_s
@@ -175,9 +177,16 @@ def run_stream_session(
                     for g in items:
                         it = dataset.items[g]
                         counter["n"] += 1
-                        producer.send(Event(event_id=f"demo-{counter['n']}", user_id=user,
-                                            item_id=it.item_id, domain=it.domain, event_type=kind,
-                                            timestamp=time.time()))  # fmt: skip
+                        producer.send(
+                            Event(
+                                event_id=f"demo-{counter['n']}",
+                                user_id=user,
+                                item_id=it.item_id,
+                                domain=it.domain,
+                                event_type=kind,
+                                timestamp=time.time(),
+                            )
+                        )
                     producer.flush()
                     return sent
 
@@ -201,9 +210,11 @@ def run_stream_session(
                     )
                     if status != 200:
                         raise CrossRecError(f"the API answered {status}: {body}")
-                    echo(f"       GET /v1/users/{user}/recommendations?domain={target} "
-                         f"(model {body['model_version']}, user vector "
-                         f"{body['user_vector']}):")  # fmt: skip
+                    echo(
+                        f"       GET /v1/users/{user}/recommendations?domain={target} "
+                        f"(model {body['model_version']}, user vector "
+                        f"{body['user_vector']}):"
+                    )
                     for rank, item in enumerate(body["items"], start=1):
                         mark = "  <- in their later history" if item["item_id"] in held_out else ""
                         echo(f"         {rank}. {item['text']}{mark}")
@@ -212,44 +223,65 @@ def run_stream_session(
                 status, _ = api("GET", path)
                 echo(f"       before any event: {user} is unknown to the API ({status})")
                 query, new_item, similar_text = _cold_start_texts(dataset, target)
-                status, body = api("POST", "/v1/recommendations",
-                                   {"domain": target, "query": query, "k": 3})  # fmt: skip
+                status, body = api(
+                    "POST", "/v1/recommendations", {"domain": target, "query": query, "k": 3}
+                )
                 echo(f"       cold start from text alone, query {query!r}:")
                 for rank, item in enumerate(body["items"], start=1):
                     echo(f"         {rank}. {item['text']}")
-                echo(f"       user {user} replays {real_user}'s first {len(books)} {source} "
-                     f"(no {target} yet: cross-domain cold start)")  # fmt: skip
+                echo(
+                    f"       user {user} replays {real_user}'s first {len(books)} {source} "
+                    f"(no {target} yet: cross-domain cold start)"
+                )
                 show(f"{len(books)} {source} events", send(books, "view"))
-                echo(f"       then {len(shown)} {target}: "
-                     + "; ".join(dataset.items[g].title for g in shown))  # fmt: skip
+                echo(
+                    f"       then {len(shown)} {target}: "
+                    + "; ".join(dataset.items[g].title for g in shown)
+                )
                 show(f"{len(shown)} {target} events", send(shown, "purchase"))
                 status, body = api("PUT", f"/v1/items/{target}/demo-new-1", new_item)
-                echo(f"       new item through the API: PUT /v1/items/{target}/demo-new-1 "
-                     f"-> {status} ({body.get('text')})")  # fmt: skip
+                echo(
+                    f"       new item through the API: PUT /v1/items/{target}/demo-new-1 "
+                    f"-> {status} ({body.get('text')})"
+                )
                 similar = {"domain": target, "k": 3, "text": similar_text}
                 status, body = api("POST", "/v1/similar-items", similar)
-                echo(f"       similar to {similar_text!r}: " + "; ".join(
-                    f"{i['text']} ({i['item_id']})" for i in body["items"]))  # fmt: skip
+                echo(
+                    f"       similar to {similar_text!r}: "
+                    + "; ".join(f"{i['text']} ({i['item_id']})" for i in body["items"])
+                )
                 producer.send_raw(b'{"event_id": "demo-bad", "user_id": 7}', key=b"demo")
                 producer.flush()
                 deadline = time.monotonic() + 60
                 while worker.report.dead_letters < 1 and time.monotonic() < deadline:
                     time.sleep(0.05)
-                echo(f"       a malformed event went to {cfg.stream.dead_letter_topic} "
-                     f"({worker.report.dead_letters} dead letter)")  # fmt: skip
+                echo(
+                    f"       a malformed event went to {cfg.stream.dead_letter_topic} "
+                    f"({worker.report.dead_letters} dead letter)"
+                )
                 top_pop = store.popularity(target, 3)
-                echo("       popular in " + target + " now: " + ", ".join(
-                    dataset.items[dataset.item_index[(target, i)]].title for i, _ in top_pop
-                ))  # fmt: skip
+                echo(
+                    "       popular in "
+                    + target
+                    + " now: "
+                    + ", ".join(
+                        dataset.items[dataset.item_index[(target, i)]].title for i, _ in top_pop
+                    )
+                )
                 if online_step is not None:
                     from crossrec.apps.episode import run_drift_episode
 
                     echo(online_step)
                     figures = run_drift_episode(
-                        cfg, dataset, store, producer,
+                        cfg,
+                        dataset,
+                        store,
+                        producer,
                         api,
-                        target, Path(models_dir).parent / "registry", echo,
-                    )  # fmt: skip
+                        target,
+                        Path(models_dir).parent / "registry",
+                        echo,
+                    )
                 if exit_after_s is None or exit_after_s > 0:
                     _keep_serving(url, target, query, exit_after_s, echo, key)
         finally:

@@ -271,9 +271,12 @@ class _SASRecBase(Recommender):
             group.probs = probs
             group.log_q = torch.from_numpy(np.log(probs)).float()
         logger.info(
-            "%s[%s]: %d items, %s softmax", self.name, domain, n,
+            "%s[%s]: %d items, %s softmax",
+            self.name,
+            domain,
+            n,
             "full" if full else f"sampled ({self.s.num_negatives} negatives, log-Q)",
-        )  # fmt: skip
+        )
         return group
 
     def _train(
@@ -366,9 +369,12 @@ class _SASRecBase(Recommender):
         net.eval()
         self.fit_seconds[tag] = time.perf_counter() - start_time
         logger.info(
-            "%s: %d epochs in %.1fs, best valid ndcg@10 %s", tag, len(self.history[tag]),
-            self.fit_seconds[tag], {d: round(v, 4) for d, v in best.items()},
-        )  # fmt: skip
+            "%s: %d epochs in %.1fs, best valid ndcg@10 %s",
+            tag,
+            len(self.history[tag]),
+            self.fit_seconds[tag],
+            {d: round(v, 4) for d, v in best.items()},
+        )
 
     def _rows(self, cases: Sequence[EvalCase], domain: str) -> list[np.ndarray]:
         """Each case's context as token ids, oldest first."""
@@ -431,8 +437,9 @@ class MixedSASRecRecommender(_SASRecBase):
     def fit(self, split: Split) -> None:
         self._remember(split)
         ds = split.dataset
-        groups = [self._group(split, name, lo=self._offsets[d] + 1) for d, name in
-                  enumerate(ds.domains)]  # fmt: skip
+        groups = [
+            self._group(split, name, lo=self._offsets[d] + 1) for d, name in enumerate(ds.domains)
+        ]
         windows = _windows([seq + 1 for seq in split.train_sequences], self.s.max_len)
         self._train(split, "mixed", ds.num_items + 1, windows, groups, list(split.target_domains))
 

@@ -278,11 +278,16 @@ class RedisFeatureStore(FeatureStore):
         self.client = client
         self.cfg = cfg
         self.prefix = cfg.key_prefix
-        self._scripts = {name: (src, _sha(src)) for name, src in (
-            ("write_users", _WRITE_USERS), ("write_popularity", _WRITE_POPULARITY),
-            ("append_samples", _APPEND_SAMPLES), ("write_vector", _WRITE_VECTOR),
-            ("clear_dirty", _CLEAR_DIRTY),
-        )}  # fmt: skip
+        self._scripts = {
+            name: (src, _sha(src))
+            for name, src in (
+                ("write_users", _WRITE_USERS),
+                ("write_popularity", _WRITE_POPULARITY),
+                ("append_samples", _APPEND_SAMPLES),
+                ("write_vector", _WRITE_VECTOR),
+                ("clear_dirty", _CLEAR_DIRTY),
+            )
+        }
 
     @classmethod
     def from_config(cls, cfg: FeatureStoreConfig, url: str | None = None) -> RedisFeatureStore:
@@ -472,8 +477,16 @@ class RedisFeatureStore(FeatureStore):
                         groups_of_user.append([payload_of(e) for e in evs])
                     payload.append(groups_of_user)
                 max_len = samples.max_len if samples is not None else 0
-                args = [now, ttl, self.cfg.history_length, json.dumps(payload), n_ctx, max_len,
-                        mode, self.cfg.dedupe_max_per_user]  # fmt: skip
+                args = [
+                    now,
+                    ttl,
+                    self.cfg.history_length,
+                    json.dumps(payload),
+                    n_ctx,
+                    max_len,
+                    mode,
+                    self.cfg.dedupe_max_per_user,
+                ]
                 ops.append(self._script("write_users", keys, args))
             for domain, evs in by_domain.items():
                 keys = [self.pop_key(domain, "z"), self.pop_key(domain, "t0")]
@@ -500,9 +513,11 @@ class RedisFeatureStore(FeatureStore):
                         [self._script("append_samples", [samples.key], [samples.max_len, *out])]
                     )
             return WriteResult(
-                written=written, duplicates=len(events) - written, users=list(by_user),
+                written=written,
+                duplicates=len(events) - written,
+                users=list(by_user),
                 samples=recorded,
-            )  # fmt: skip
+            )
 
         return self._call("write_events", run)
 
@@ -671,9 +686,13 @@ class RedisFeatureStore(FeatureStore):
 
     def set_current_model(self, pointer: ModelPointer, reason: str = "publish") -> None:
         blob = json.dumps(
-            {"version": pointer.version, "uri": pointer.uri, "published_at": pointer.published_at,
-             "reason": reason}
-        )  # fmt: skip
+            {
+                "version": pointer.version,
+                "uri": pointer.uri,
+                "published_at": pointer.published_at,
+                "reason": reason,
+            }
+        )
 
         def run() -> None:
             # The pointer and its log entry change together (both keys share one hash tag).
@@ -692,8 +711,9 @@ class RedisFeatureStore(FeatureStore):
         out = []
         for raw in rows:
             d = json.loads(raw)
-            out.append(ModelPointer(d["version"], d["uri"], float(d["published_at"]),
-                                    d.get("reason", "")))  # fmt: skip
+            out.append(
+                ModelPointer(d["version"], d["uri"], float(d["published_at"]), d.get("reason", ""))
+            )
         return out
 
     def put_item_texts(self, domain: str, texts: dict[str, str]) -> None:
@@ -736,11 +756,15 @@ class RedisFeatureStore(FeatureStore):
                 vec = np.ascontiguousarray(it.text_vector, dtype=np.float32)
                 pipe.xadd(
                     self.items_key(it.domain, "new"),
-                    {"item_id": it.item_id, "text": it.text, "text_vector": vec.tobytes(),
-                     "model_version": it.model_version},
+                    {
+                        "item_id": it.item_id,
+                        "text": it.text,
+                        "text_vector": vec.tobytes(),
+                        "model_version": it.model_version,
+                    },
                     maxlen=100_000,
                     approximate=True,
-                )  # fmt: skip
+                )
             pipe.execute()
 
         self._call("queue_new_items", run)

@@ -50,17 +50,29 @@ class Sample:
 
     def to_json(self) -> str:
         return json.dumps(
-            {"e": self.event_id, "u": self.user_id, "d": self.domain, "i": self.item_id,
-             "t": self.timestamp, "c": [list(k) for k in self.context]},
+            {
+                "e": self.event_id,
+                "u": self.user_id,
+                "d": self.domain,
+                "i": self.item_id,
+                "t": self.timestamp,
+                "c": [list(k) for k in self.context],
+            },
             separators=(",", ":"),
-        )  # fmt: skip
+        )
 
     @classmethod
     def from_json(cls, text: str | bytes, where: str = "sample") -> Sample:
         try:
             d = json.loads(text)
-            return cls(str(d["e"]), str(d["u"]), str(d["d"]), str(d["i"]), float(d["t"]),
-                       tuple((str(a), str(b)) for a, b in d["c"]))  # fmt: skip
+            return cls(
+                str(d["e"]),
+                str(d["u"]),
+                str(d["d"]),
+                str(d["i"]),
+                float(d["t"]),
+                tuple((str(a), str(b)) for a, b in d["c"]),
+            )
         except (ValueError, KeyError, TypeError) as exc:
             raise DataError(where, f"not a sample ({type(exc).__name__}: {exc})") from exc
 
@@ -174,8 +186,12 @@ class RedisSampleBuffer(SampleBuffer):
         def run() -> int:
             pipe = client.pipeline(transaction=False)
             for s in samples:
-                pipe.xadd(self.samples_key, {"s": s.to_json()}, maxlen=self.cfg.buffer_size,
-                          approximate=True)  # fmt: skip
+                pipe.xadd(
+                    self.samples_key,
+                    {"s": s.to_json()},
+                    maxlen=self.cfg.buffer_size,
+                    approximate=True,
+                )
             pipe.execute()
             return len(samples)
 
@@ -199,10 +215,11 @@ class RedisSampleBuffer(SampleBuffer):
         """What a feature-store write needs to record samples into this buffer."""
         wanted = self.cfg.sample_domains
         return SampleSpec(
-            key=self.samples_key, max_len=self.cfg.buffer_size,
+            key=self.samples_key,
+            max_len=self.cfg.buffer_size,
             context_length=self.cfg.context_length,
             domains=None if wanted is None else frozenset(wanted),
-        )  # fmt: skip
+        )
 
     def __len__(self) -> int:
         client = self.store.client

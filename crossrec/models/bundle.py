@@ -69,8 +69,12 @@ class ModelBundle:
                 raise CrossRecError(f"{path}: two checkpoints for target domain {target!r}")
             models[target] = model
         bundle = cls(version or version_of(path), str(Path(path).expanduser()), models)
-        logger.info("loaded model version=%s targets=%s uri=%s", bundle.version,
-                    ",".join(sorted(models)), bundle.uri)  # fmt: skip
+        logger.info(
+            "loaded model version=%s targets=%s uri=%s",
+            bundle.version,
+            ",".join(sorted(models)),
+            bundle.uri,
+        )
         return bundle
 
     @property

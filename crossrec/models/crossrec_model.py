@@ -114,12 +114,23 @@ class CrossRecModel(nn.Module):
         item_domain = torch.tensor([self.domain_index[d] for d, _ in self.item_keys])
         m = cfg.model
         self.item_tower = ItemTower(
-            text_vectors, item_domain, len(self.domains), m.dim, mode=m.item_mode,
-            num_experts=m.num_experts, dropout=m.dropout, texts=texts, encoder=encoder,
-            lora_r=m.lora_r, lora_alpha=m.lora_alpha, lora_dropout=m.lora_dropout,
-            id_embeddings=m.id_embeddings, id_init_std=m.id_init_std, text_part=m.text_part,
+            text_vectors,
+            item_domain,
+            len(self.domains),
+            m.dim,
+            mode=m.item_mode,
+            num_experts=m.num_experts,
+            dropout=m.dropout,
+            texts=texts,
+            encoder=encoder,
+            lora_r=m.lora_r,
+            lora_alpha=m.lora_alpha,
+            lora_dropout=m.lora_dropout,
+            id_embeddings=m.id_embeddings,
+            id_init_std=m.id_init_std,
+            text_part=m.text_part,
             id_dropout=m.id_dropout,
-        )  # fmt: skip
+        )
         self.user_tower = UserTower(
             m.dim, len(self.domains), m.max_history, m.num_layers, m.num_heads, m.dropout
         )
@@ -158,9 +169,13 @@ class CrossRecModel(nn.Module):
         if text_vectors is None:
             encoder = encoder or TextEncoder.from_config(cfg.encoder)
             text_vectors = encode_texts_cached(
-                encoder, texts, template.key(), cache_dir=cache_root(cfg.encoder.cache_dir),
-                batch_size=cfg.encoder.batch_size, progress="encoding items",
-            )  # fmt: skip
+                encoder,
+                texts,
+                template.key(),
+                cache_dir=cache_root(cfg.encoder.cache_dir),
+                batch_size=cfg.encoder.batch_size,
+                progress="encoding items",
+            )
         elif text_vectors.shape[0] != len(texts):
             raise CrossRecError(
                 f"text_vectors has {text_vectors.shape[0]} rows for {len(texts)} items"
@@ -374,22 +389,33 @@ class CrossRecModel(nn.Module):
         if learnable < MIN_RANKER_CASES:
             logger.warning(
                 "hybrid ranker domain=%s: %d cases to learn from (fewer than %d); %s",
-                domain, learnable, MIN_RANKER_CASES,
+                domain,
+                learnable,
+                MIN_RANKER_CASES,
                 "kept as it was" if self.hybrid is not None else "scoring by retrieval only",
-            )  # fmt: skip
+            )
             return []
         x, m, y = torch.cat(feats), torch.cat(masks), torch.cat(labels)
         init = self.hybrid if warm_start else None
         hybrid, losses = fit_hybrid_ranker(
-            x, m, y, hidden=self.cfg.model.hybrid_hidden, epochs=epochs, batch=batch, seed=seed,
+            x,
+            m,
+            y,
+            hidden=self.cfg.model.hybrid_hidden,
+            epochs=epochs,
+            batch=batch,
+            seed=seed,
             init=init,
-        )  # fmt: skip
+        )
         self.hybrid = hybrid
         self.metrics["hybrid_candidate_recall"] = x.shape[0] / max(len(cases), 1)
         logger.info(
             "hybrid ranker domain=%s cases=%d with the item among candidates=%d loss=%.4f",
-            domain, len(cases), x.shape[0], losses[-1],
-        )  # fmt: skip
+            domain,
+            len(cases),
+            x.shape[0],
+            losses[-1],
+        )
         return losses
 
     @torch.no_grad()
@@ -475,8 +501,9 @@ class CrossRecModel(nn.Module):
             raise CrossRecError(f"k must be at least 1, got {k}")
         if not history and not query:
             raise CrossRecError("give a history, a query, or both")
-        context = np.array([self._history_index(entry, n) for n, entry in enumerate(history)],
-                           dtype=np.int64)  # fmt: skip
+        context = np.array(
+            [self._history_index(entry, n) for n, entry in enumerate(history)], dtype=np.int64
+        )
         if self.cfg.train.target_only:
             own = self.item_tower.item_domain.cpu().numpy()[context] == self.domain_index[domain]
             context = context[own]
@@ -638,8 +665,11 @@ class CrossRecModel(nn.Module):
         counts = torch.bincount(self.item_tower.item_domain.cpu(), minlength=len(self.domains))
         catalogue = ", ".join(f"{d} {int(n):,}" for d, n in zip(self.domains, counts, strict=True))
         target = self.target_domain or "every domain"
-        recipe = "target-domain history only (no transfer)" if t.target_only else (
-            " -> ".join(t.stages) + " over every domain's sequences")  # fmt: skip
+        recipe = (
+            "target-domain history only (no transfer)"
+            if t.target_only
+            else (" -> ".join(t.stages) + " over every domain's sequences")
+        )
         lines = [
             f"# crossrec model: {target}",
             "",
@@ -671,8 +701,10 @@ class CrossRecModel(nn.Module):
                 shown = f"{value:.4f}" if isinstance(value, float) else str(value)
                 lines.append(f"| {key} | {shown} |")
         else:
-            lines.append("None recorded with this checkpoint (evaluate it: `crossrec evaluate "
-                         "--checkpoint DIR`).")  # fmt: skip
+            lines.append(
+                "None recorded with this checkpoint (evaluate it: `crossrec evaluate "
+                "--checkpoint DIR`)."
+            )
         lines += [
             "",
             "## Config",
@@ -739,8 +771,14 @@ class CrossRecModel(nn.Module):
         weights = load_file(str(src / WEIGHTS_FILE))
         if cfg.model.item_mode != "frozen" and encoder is None:
             encoder = TextEncoder.from_config(cfg.encoder)
-        model = cls(cfg, manifest["domains"], keys, texts, weights["item_tower.text_vectors"],
-                    encoder=encoder)  # fmt: skip
+        model = cls(
+            cfg,
+            manifest["domains"],
+            keys,
+            texts,
+            weights["item_tower.text_vectors"],
+            encoder=encoder,
+        )
         if manifest.get("hybrid_ranker"):
             if not (src / COVIS_FILE).is_file():
                 raise CrossRecError(f"{src} has a hybrid ranker but no {COVIS_FILE}")

@@ -30,9 +30,16 @@ from torch import nn
 logger = logging.getLogger(__name__)
 
 FEATURES = (
-    "tower", "knn", "transition", "popularity", "text_history", "text_last", "cold",
-    "history_length", "domain_share",
-)  # fmt: skip
+    "tower",
+    "knn",
+    "transition",
+    "popularity",
+    "text_history",
+    "text_last",
+    "cold",
+    "history_length",
+    "domain_share",
+)
 
 
 @dataclass

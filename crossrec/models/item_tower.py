@@ -116,8 +116,13 @@ class ItemTower(nn.Module):
                 raise ValueError("the encoder already carries PEFT adapters; pass a plain encoder")
 
             targets = _attention_targets(encoder.backbone)
-            lora = LoraConfig(r=lora_r, lora_alpha=lora_alpha, lora_dropout=lora_dropout,
-                              target_modules=targets, bias="none")  # fmt: skip
+            lora = LoraConfig(
+                r=lora_r,
+                lora_alpha=lora_alpha,
+                lora_dropout=lora_dropout,
+                target_modules=targets,
+                bias="none",
+            )
             encoder.backbone = get_peft_model(encoder.backbone, lora)
         else:
             encoder.requires_grad_(True)
@@ -136,9 +141,12 @@ class ItemTower(nn.Module):
         unique, inverse = torch.unique(flat, return_inverse=True)
         texts = [self.texts[int(i)] or " " for i in unique]
         batch = self.encoder.tokenizer(
-            texts, padding=True, truncation=True, max_length=self.encoder.max_length,
+            texts,
+            padding=True,
+            truncation=True,
+            max_length=self.encoder.max_length,
             return_tensors="pt",
-        ).to(self.text_vectors.device)  # fmt: skip
+        ).to(self.text_vectors.device)
         vectors = self.encoder(batch["input_ids"], batch["attention_mask"])
         return vectors[inverse].reshape(*items.shape, -1)
 

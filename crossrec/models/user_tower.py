@@ -35,9 +35,14 @@ class UserTower(nn.Module):
         for emb in (self.pos_emb, self.domain_emb, self.target_query):
             nn.init.normal_(emb.weight, std=0.02)
         layer = nn.TransformerEncoderLayer(
-            dim, num_heads, dim_feedforward=4 * dim, dropout=dropout, batch_first=True,
-            norm_first=True, activation="gelu",
-        )  # fmt: skip
+            dim,
+            num_heads,
+            dim_feedforward=4 * dim,
+            dropout=dropout,
+            batch_first=True,
+            norm_first=True,
+            activation="gelu",
+        )
         self.blocks = nn.TransformerEncoder(layer, num_layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(dim)
         self.dropout = nn.Dropout(dropout)

@@ -239,9 +239,16 @@ def fine_tune(
     report.first_loss = float(np.mean(losses[: max(1, len(losses) // 10)]))
     report.last_loss = float(np.mean(losses[-max(1, len(losses) // 10) :]))
     report.seconds = time.perf_counter() - started
-    logger.info("fine-tune domain=%s samples=%d steps=%d loss %.4f -> %.4f (%.1fs)%s", domain,
-                len(data), report.steps, report.first_loss, report.last_loss, report.seconds,
-                f" drill={drill}" if drill else "")  # fmt: skip
+    logger.info(
+        "fine-tune domain=%s samples=%d steps=%d loss %.4f -> %.4f (%.1fs)%s",
+        domain,
+        len(data),
+        report.steps,
+        report.first_loss,
+        report.last_loss,
+        report.seconds,
+        f" drill={drill}" if drill else "",
+    )
     return report
 
 
@@ -290,8 +297,9 @@ def train_candidate(
     """Loads the parent version, scores it, fine-tunes each target model on its domain's
     samples, scores the candidate, and saves it to ``out_dir`` (same layout as the parent)."""
     started = time.perf_counter()
-    dev = torch.device(device or ("cuda" if cfg.num_gpus > 0 and torch.cuda.is_available()
-                                  else "cpu"))  # fmt: skip
+    dev = torch.device(
+        device or ("cuda" if cfg.num_gpus > 0 and torch.cuda.is_available() else "cpu")
+    )
     out = Path(out_dir)
     ks = metric_ks(cfg.gate_metric)
     results: dict[str, TargetResult] = {}
@@ -310,10 +318,15 @@ def train_candidate(
         for set_name, prep in prepared.items():
             result.candidate[set_name] = evaluate_samples(model, prep, target, ks, rank=rank)
         model.stage = "online"
-        model.metrics = {**model.metrics, "online": {
-            "parent_version": parent_version, "holdout": result.candidate.get("holdout"),
-            "regression": result.candidate.get("regression"), "fine_tune": result.fine_tune,
-        }}  # fmt: skip
+        model.metrics = {
+            **model.metrics,
+            "online": {
+                "parent_version": parent_version,
+                "holdout": result.candidate.get("holdout"),
+                "regression": result.candidate.get("regression"),
+                "fine_tune": result.fine_tune,
+            },
+        }
         model.to_device("cpu").save_pretrained(out / name if name else out)
         results[target] = result
     seconds = time.perf_counter() - started

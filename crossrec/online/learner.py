@@ -201,8 +201,9 @@ class OnlineLearner:
             write_samples(self.regression_file, [s for _, s in oldest])
             if self.buffer.cursor() is None:
                 self.buffer.set_cursor(oldest[-1][0])  # never trained on
-            logger.info("froze the regression set: %d samples -> %s", len(oldest),
-                        self.regression_file)  # fmt: skip
+            logger.info(
+                "froze the regression set: %d samples -> %s", len(oldest), self.regression_file
+            )
             self._regression = [s for _, s in oldest]
         if not self._regression:
             raise CrossRecError(f"the regression set {self.ocfg.regression_path} is empty")
@@ -237,9 +238,11 @@ class OnlineLearner:
             return None
         regression = self.regression_set()
         if regression is None:
-            logger.info("online round waits: the buffer has fewer than online.regression_size="
-                        "%d samples to freeze a regression set from",
-                        self.ocfg.regression_size)  # fmt: skip
+            logger.info(
+                "online round waits: the buffer has fewer than online.regression_size="
+                "%d samples to freeze a regression set from",
+                self.ocfg.regression_size,
+            )
             return None
         new = self.pending()
         self.metrics.pending(len(new))
@@ -260,15 +263,25 @@ class OnlineLearner:
         staging = self.registry.root / ".candidates" / f"{time.time_ns()}"
         window = self._window(train_part, holdout_part, replay)
         try:
-            result = self.runner(parent_uri, pointer.version, data, self.ocfg, str(staging),
-                                 rank=self.cfg.serve.rank, drill=drill)  # fmt: skip
+            result = self.runner(
+                parent_uri,
+                pointer.version,
+                data,
+                self.ocfg,
+                str(staging),
+                rank=self.cfg.serve.rank,
+                drill=drill,
+            )
             accepted, reasons, scores = gate(result, self.ocfg)
             version = None
             # A drill tests the gate: whatever the verdict, it never registers a version,
             # never promotes and never moves the cursor (the window's real samples still train).
             if accepted and drill is None:
-                metrics = {f"{d}/{s}/{self.ocfg.gate_metric}": v["candidate"]
-                           for d, sets in scores.items() for s, v in sets.items()}  # fmt: skip
+                metrics = {
+                    f"{d}/{s}/{self.ocfg.gate_metric}": v["candidate"]
+                    for d, sets in scores.items()
+                    for s, v in sets.items()
+                }
                 metrics["online"] = result.to_json()["targets"]
                 record = self.registry.register(
                     result.path, parent=pointer.version, metrics=metrics, data_window=window
@@ -277,11 +290,16 @@ class OnlineLearner:
         finally:
             shutil.rmtree(staging, ignore_errors=True)
         outcome = RoundOutcome(
-            accepted=accepted, parent=pointer.version, version=version,
-            metric=self.ocfg.gate_metric, scores=scores, reasons=reasons, data_window=window,
+            accepted=accepted,
+            parent=pointer.version,
+            version=version,
+            metric=self.ocfg.gate_metric,
+            scores=scores,
+            reasons=reasons,
+            data_window=window,
             seconds={"train": result.seconds, "round": time.perf_counter() - started},
             drill=drill,
-        )  # fmt: skip
+        )
         if version is not None:
             self.registry.promote(self.store, version, reason=f"online: {outcome.summary()}")
         if drill is None:

@@ -41,23 +41,34 @@ class OnlineMetrics:
 
     def __init__(self, registry: CollectorRegistry | None = None) -> None:
         self.registry = r = registry or CollectorRegistry()
-        self._rounds = Counter("crossrec_online_rounds", "Online rounds by outcome.",
-                               ["outcome"], registry=r)  # fmt: skip
+        self._rounds = Counter(
+            "crossrec_online_rounds", "Online rounds by outcome.", ["outcome"], registry=r
+        )
         self._score = Gauge(
-            "crossrec_online_gate_score", "The last round's gate metric by domain, set, model.",
-            ["domain", "set", "model"], registry=r,
-        )  # fmt: skip
+            "crossrec_online_gate_score",
+            "The last round's gate metric by domain, set, model.",
+            ["domain", "set", "model"],
+            registry=r,
+        )
         self._seconds = Histogram(
-            "crossrec_online_round_seconds", "Wall time of a round.",
-            buckets=(1, 2.5, 5, 10, 20, 40, 80, 160, 320, 640), registry=r,
-        )  # fmt: skip
-        self._pending = Gauge("crossrec_online_pending_samples",
-                              "New samples since the last round's window.", registry=r)  # fmt: skip
-        self._promotions = Counter("crossrec_online_promotions",
-                                   "Versions the gate promoted.", registry=r)  # fmt: skip
-        self._promoted_at = Gauge("crossrec_online_promoted_timestamp",
-                                  "When the last version was promoted (unix seconds).",
-                                  registry=r)  # fmt: skip
+            "crossrec_online_round_seconds",
+            "Wall time of a round.",
+            buckets=(1, 2.5, 5, 10, 20, 40, 80, 160, 320, 640),
+            registry=r,
+        )
+        self._pending = Gauge(
+            "crossrec_online_pending_samples",
+            "New samples since the last round's window.",
+            registry=r,
+        )
+        self._promotions = Counter(
+            "crossrec_online_promotions", "Versions the gate promoted.", registry=r
+        )
+        self._promoted_at = Gauge(
+            "crossrec_online_promoted_timestamp",
+            "When the last version was promoted (unix seconds).",
+            registry=r,
+        )
         self._server: Any = None
 
     def round(self, outcome: RoundOutcome) -> None:

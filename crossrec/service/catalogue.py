@@ -102,10 +102,11 @@ class ServingModel:
             if domain in candidate.domain_index:
                 return candidate
         raise RequestError(
-            404, "unknown_domain",
+            404,
+            "unknown_domain",
             f"unknown domain {domain!r}; model {self.version} knows: {', '.join(self.domains)}",
             field="domain",
-        )  # fmt: skip
+        )
 
     def catalogue(self, domain: str) -> DomainCatalogue:
         found = self._catalogues.get(domain)

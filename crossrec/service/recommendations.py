@@ -107,8 +107,12 @@ class RecommendationService:
             ModelBundle.load(uri, version=version), self.serve, follows_pointer=follows_pointer
         )
         added = self.sync_new_items(served)
-        logger.info("model version=%s ready in %.1fs (items from the queue: %d)",
-                    served.version, time.perf_counter() - started, added)  # fmt: skip
+        logger.info(
+            "model version=%s ready in %.1fs (items from the queue: %d)",
+            served.version,
+            time.perf_counter() - started,
+            added,
+        )
         return served
 
     def swap(self, model: ServingModel) -> str | None:
@@ -175,15 +179,20 @@ class RecommendationService:
     def check_k(self, k: int | None) -> int:
         k = self.serve.default_k if k is None else k
         if not 1 <= k <= self.serve.max_k:
-            raise RequestError(422, "invalid_k", f"k must be between 1 and {self.serve.max_k}, "
-                               f"got {k}", field="k")  # fmt: skip
+            raise RequestError(
+                422, "invalid_k", f"k must be between 1 and {self.serve.max_k}, got {k}", field="k"
+            )
         return k
 
     def check_text(self, text: str | None, field: str) -> None:
         if text is not None and len(text) > self.serve.max_text_chars:
-            raise RequestError(413, "text_too_long", f"{field} has {len(text)} characters, more "
-                               f"than serve.max_text_chars={self.serve.max_text_chars}",
-                               field=field)  # fmt: skip
+            raise RequestError(
+                413,
+                "text_too_long",
+                f"{field} has {len(text)} characters, more "
+                f"than serve.max_text_chars={self.serve.max_text_chars}",
+                field=field,
+            )
         if text is not None and not text.strip():
             raise RequestError(422, "empty_text", f"{field} is blank", field=field)
 
@@ -205,8 +214,9 @@ class RecommendationService:
         model = catalogue.model
         state = self.store.user_state(user_id, served.domains, domain)
         if not state.known:
-            raise RequestError(404, "unknown_user", f"no events stored for user {user_id!r}",
-                               field="user_id")  # fmt: skip
+            raise RequestError(
+                404, "unknown_user", f"no events stored for user {user_id!r}", field="user_id"
+            )
         context = history_context(model, state.history)
         if model.cfg.train.target_only:
             in_domain = model.item_tower.item_domain[context].numpy() == model.domain_index[domain]
@@ -229,9 +239,14 @@ class RecommendationService:
                 # update trigger (lazily, on first read) so the next answers use it as stored.
                 self.store.mark_dirty([user_id])
         items = self._top_items(catalogue, user, context, k, exclude_seen, explain)
-        return Recommendations(domain=domain, model_version=served.version, items=items,
-                               user_id=user_id, history_length=len(state.history),
-                               user_vector=source)  # fmt: skip
+        return Recommendations(
+            domain=domain,
+            model_version=served.version,
+            items=items,
+            user_id=user_id,
+            history_length=len(state.history),
+            user_vector=source,
+        )
 
     @torch.no_grad()
     def recommend_cold(
@@ -243,9 +258,14 @@ class RecommendationService:
         catalogue = served.catalogue(request.domain)
         model = catalogue.model
         if len(request.history) > self.serve.max_history_items:
-            raise RequestError(413, "history_too_long", f"history has {len(request.history)} "
-                               f"items, more than serve.max_history_items="
-                               f"{self.serve.max_history_items}", field="history")  # fmt: skip
+            raise RequestError(
+                413,
+                "history_too_long",
+                f"history has {len(request.history)} "
+                f"items, more than serve.max_history_items="
+                f"{self.serve.max_history_items}",
+                field="history",
+            )
         self.check_text(request.query, "query")
         if request.query is not None and query_vector is None:
             raise CrossRecError("a query needs its encoder output")
@@ -255,19 +275,36 @@ class RecommendationService:
             if gid is None:
                 known = ref.domain in model.domain_index
                 raise RequestError(
-                    404 if known else 422, "unknown_item" if known else "unknown_domain",
-                    f"history[{n}]: " + (f"no item {ref.item_id!r} in domain {ref.domain!r}"
-                                         if known else f"unknown domain {ref.domain!r}"),
+                    404 if known else 422,
+                    "unknown_item" if known else "unknown_domain",
+                    f"history[{n}]: "
+                    + (
+                        f"no item {ref.item_id!r} in domain {ref.domain!r}"
+                        if known
+                        else f"unknown domain {ref.domain!r}"
+                    ),
                     field=f"history[{n}]",
-                )  # fmt: skip
+                )
             gids.append(gid)
         context = np.asarray(gids, dtype=np.int64)
         queries = None if query_vector is None else torch.from_numpy(query_vector[None])
         user = model.encode_users([context], request.domain, queries)[0]
-        items = self._top_items(catalogue, user, context, k, request.exclude_seen, request.explain,
-                                hybrid=request.query is None)  # fmt: skip
-        return Recommendations(domain=request.domain, model_version=served.version, items=items,
-                               history_length=len(gids), user_vector="query")  # fmt: skip
+        items = self._top_items(
+            catalogue,
+            user,
+            context,
+            k,
+            request.exclude_seen,
+            request.explain,
+            hybrid=request.query is None,
+        )
+        return Recommendations(
+            domain=request.domain,
+            model_version=served.version,
+            items=items,
+            history_length=len(gids),
+            user_vector="query",
+        )
 
     def _top_items(
         self,
@@ -360,8 +397,12 @@ class RecommendationService:
             for n_item, col in enumerate(best.tolist()):
                 g = int(history[col])
                 d, item_id = model.item_keys[g]
-                because[n_item] = Because(domain=d, item_id=item_id, text=model.item_tower.texts[g],
-                                          similarity=float(sims[n_item, col]))  # fmt: skip
+                because[n_item] = Because(
+                    domain=d,
+                    item_id=item_id,
+                    text=model.item_tower.texts[g],
+                    similarity=float(sims[n_item, col]),
+                )
         texts = model.item_tower.texts
         return [
             ScoredItem(
@@ -370,7 +411,7 @@ class RecommendationService:
                 text=texts[g],
                 score=float(s),
                 because=b,
-            )  # fmt: skip
+            )
             for g, s, b in zip(gids.tolist(), scores.tolist(), because, strict=True)
         ]
 
@@ -389,12 +430,20 @@ class RecommendationService:
         if request.item is not None:
             ref = request.item
             if ref.domain not in model.domain_index:
-                raise RequestError(422, "unknown_domain", f"item.domain: unknown domain "
-                                   f"{ref.domain!r}", field="item.domain")  # fmt: skip
+                raise RequestError(
+                    422,
+                    "unknown_domain",
+                    f"item.domain: unknown domain {ref.domain!r}",
+                    field="item.domain",
+                )
             gid = model.key_index.get((ref.domain, ref.item_id))
             if gid is None:
-                raise RequestError(404, "unknown_item", f"no item {ref.item_id!r} in domain "
-                                   f"{ref.domain!r}", field="item.item_id")  # fmt: skip
+                raise RequestError(
+                    404,
+                    "unknown_item",
+                    f"no item {ref.item_id!r} in domain {ref.domain!r}",
+                    field="item.item_id",
+                )
             anchor = model.item_vectors(torch.tensor([gid]))[0]
             exclude = catalogue.rows_of(torch.tensor([gid]))
         else:
@@ -410,7 +459,7 @@ class RecommendationService:
         items = [
             ScoredItem(
                 item_id=model.item_keys[g][1], domain=request.domain, text=texts[g], score=float(s)
-            )  # fmt: skip
+            )
             for g, s in zip(catalogue.gids[rows].tolist(), scores.tolist(), strict=True)
         ]
         return SimilarItems(domain=request.domain, model_version=served.version, items=items)
@@ -424,9 +473,14 @@ class RecommendationService:
         if body.text is not None:
             text = body.text
         else:
-            item = Item(domain=domain, item_id="-", title=body.title or "",
-                        description=body.description, categories=tuple(body.categories),
-                        brand=body.brand)  # fmt: skip
+            item = Item(
+                domain=domain,
+                item_id="-",
+                title=body.title or "",
+                description=body.description,
+                categories=tuple(body.categories),
+                brand=body.brand,
+            )
             text = template.render(item)
         self.check_text(text, "text" if body.text is not None else "item fields")
         return text[: template.max_chars]
@@ -440,33 +494,44 @@ class RecommendationService:
         [created] = served.apply_items(domain, [item_id], [text], text_vector[None])
         self.store.put_item_texts(domain, {item_id: text})
         self.store.queue_new_items([NewItem(domain, item_id, text, text_vector, served.version)])
-        return ItemUpserted(domain=domain, item_id=item_id, created=created, text=text,
-                            model_version=served.version)  # fmt: skip
+        return ItemUpserted(
+            domain=domain, item_id=item_id, created=created, text=text, model_version=served.version
+        )
 
     # ------------------------------------------------------------------ events
     def check_events(self, batch: EventBatch) -> list[Event]:
         """Every event checked like the stream consumer does (domain, future timestamps), so
         the API accepts exactly what the consumer will store; all or nothing."""
         if len(batch.events) > self.serve.max_events_per_request:
-            raise RequestError(413, "too_many_events", f"{len(batch.events)} events, more than "
-                               f"serve.max_events_per_request={self.serve.max_events_per_request}",
-                               field="events")  # fmt: skip
+            raise RequestError(
+                413,
+                "too_many_events",
+                f"{len(batch.events)} events, more than "
+                f"serve.max_events_per_request={self.serve.max_events_per_request}",
+                field="events",
+            )
         domains = self.cfg.stream.domains or self.model.domains
         now = time.time()
         for n, event in enumerate(batch.events):
             try:
                 check_event_context(event, domains, self.cfg.stream.max_future_skew_s, now)
             except EventError as exc:
-                raise RequestError(422, "invalid_event", f"events[{n}]: {exc.reason}",
-                                   field=f"events[{n}]") from None  # fmt: skip
+                raise RequestError(
+                    422, "invalid_event", f"events[{n}]: {exc.reason}", field=f"events[{n}]"
+                ) from None
         return list(batch.events)
 
     # ------------------------------------------------------------------ status
     def info(self) -> ModelInfo:
         served = self.model
-        return ModelInfo(model_version=served.version, uri=served.uri, loaded_at=served.loaded_at,
-                         targets=served.targets, domains=served.sizes(),
-                         follows_pointer=served.follows_pointer)  # fmt: skip
+        return ModelInfo(
+            model_version=served.version,
+            uri=served.uri,
+            loaded_at=served.loaded_at,
+            targets=served.targets,
+            domains=served.sizes(),
+            follows_pointer=served.follows_pointer,
+        )
 
     def _stream_worker_check(self) -> str:
         from crossrec.errors import FeatureStoreError

@@ -66,9 +66,11 @@ class ColdStartRequest(_Body):
         default_factory=list, description="Items the user interacted with, oldest first."
     )
     query: str | None = Field(
-        None, min_length=1, description="Free text describing what the user wants.",
+        None,
+        min_length=1,
+        description="Free text describing what the user wants.",
         examples=["a voyage to the stars"],
-    )  # fmt: skip
+    )
     k: int | None = Field(None, description="How many items (1..serve.max_k).")
     exclude_seen: bool = True
     explain: bool = False

@@ -25,32 +25,48 @@ class StreamMetrics:
         self.worker = worker
         r = self.registry
         self._events = Counter(
-            "crossrec_stream_events", "Records consumed, by outcome: written (new), "
-            "duplicate (already stored), dead_letter (invalid).", [*labels, "outcome"], registry=r
-        )  # fmt: skip
-        self._batches = Counter("crossrec_stream_batches", "Batches committed.", labels,
-                                registry=r)  # fmt: skip
+            "crossrec_stream_events",
+            "Records consumed, by outcome: written (new), "
+            "duplicate (already stored), dead_letter (invalid).",
+            [*labels, "outcome"],
+            registry=r,
+        )
+        self._batches = Counter("crossrec_stream_batches", "Batches committed.", labels, registry=r)
         self._batch_seconds = Histogram(
-            "crossrec_stream_batch_seconds", "Poll-to-commit time of a batch.", labels,
-            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10), registry=r,
-        )  # fmt: skip
+            "crossrec_stream_batch_seconds",
+            "Poll-to-commit time of a batch.",
+            labels,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10),
+            registry=r,
+        )
         self._retries = Counter(
-            "crossrec_stream_store_retries", "Batch writes retried after a feature store error.",
-            labels, registry=r,
-        )  # fmt: skip
+            "crossrec_stream_store_retries",
+            "Batch writes retried after a feature store error.",
+            labels,
+            registry=r,
+        )
         self._lag = Gauge(
-            "crossrec_stream_consumer_lag", "Records not yet consumed (log end - position).",
-            [*labels, "topic", "partition"], registry=r,
-        )  # fmt: skip
-        self._rate = Gauge("crossrec_stream_events_per_second",
-                           "Events consumed per second over the last lag interval.", labels,
-                           registry=r)  # fmt: skip
-        self._vectors = Counter("crossrec_stream_user_vectors", "User vectors written.", labels,
-                                registry=r)  # fmt: skip
+            "crossrec_stream_consumer_lag",
+            "Records not yet consumed (log end - position).",
+            [*labels, "topic", "partition"],
+            registry=r,
+        )
+        self._rate = Gauge(
+            "crossrec_stream_events_per_second",
+            "Events consumed per second over the last lag interval.",
+            labels,
+            registry=r,
+        )
+        self._vectors = Counter(
+            "crossrec_stream_user_vectors", "User vectors written.", labels, registry=r
+        )
         self._vector_seconds = Histogram(
-            "crossrec_stream_vector_update_seconds", "Time of one user-vector update round.",
-            labels, buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5), registry=r,
-        )  # fmt: skip
+            "crossrec_stream_vector_update_seconds",
+            "Time of one user-vector update round.",
+            labels,
+            buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5),
+            registry=r,
+        )
         self._server: Any = None
 
     def events(self, outcome: str, n: int) -> None:
@@ -83,8 +99,7 @@ class StreamMetrics:
     def serve(self, port: int, host: str = "127.0.0.1") -> None:
         """Serves ``/metrics`` over HTTP on ``host:port`` (a daemon thread)."""
         self._server = serve_registry(self.registry, port, host)
-        logger.info("prometheus metrics on http://%s:%d/metrics worker=%s", host, port,
-                    self.worker)  # fmt: skip
+        logger.info("prometheus metrics on http://%s:%d/metrics worker=%s", host, port, self.worker)
 
     def close(self) -> None:
         close_server(self._server)

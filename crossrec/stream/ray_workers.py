@@ -22,8 +22,9 @@ class StreamWorkerActor:
     actor runs with two threads, so ``stop`` arrives while ``run`` is busy)."""
 
     def __init__(self, cfg: CrossRecConfig, worker_index: int) -> None:
-        logging.basicConfig(level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: "
-                            "%(message)s")  # fmt: skip
+        logging.basicConfig(
+            level=logging.INFO, format="%(asctime)s %(levelname)s %(name)s: %(message)s"
+        )
         logging.getLogger("kafka").setLevel(logging.ERROR)
         self.worker = StreamWorker(cfg, worker_index=worker_index)
 

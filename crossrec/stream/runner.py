@@ -37,8 +37,9 @@ def stop_on_signals(stop: Callable[[], None]) -> Iterator[None]:
         hits["n"] += 1
         if hits["n"] > 1 and signum == signal.SIGINT:
             raise KeyboardInterrupt
-        logger.warning("%s: finishing the current batch, committing, stopping",
-                       signal.Signals(signum).name)  # fmt: skip
+        logger.warning(
+            "%s: finishing the current batch, committing, stopping", signal.Signals(signum).name
+        )
         stop()
 
     for sig in previous:
@@ -91,8 +92,10 @@ def run_stream(
 
         stop = threading.Event()
         with ray_session(ray_address), stop_on_signals(stop.set):
-            echo(f"running {n} workers as Ray actors in group {cfg.stream.group_id} "
-                 "(Ctrl-C stops them)")  # fmt: skip
+            echo(
+                f"running {n} workers as Ray actors in group {cfg.stream.group_id} "
+                "(Ctrl-C stops them)"
+            )
 
             def status(reports: list[WorkerReport]) -> None:
                 echo(

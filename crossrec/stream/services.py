@@ -35,13 +35,16 @@ class StreamServices:
     def describe(self) -> list[str]:
         lines = []
         kafka = "embedded Kafka-protocol broker" if self.kafka else "Kafka"
-        lines.append(f"{kafka} at {self.cfg.stream.bootstrap_servers} "
-                     f"(topic {self.cfg.stream.topic}, dead letters "
-                     f"{self.cfg.stream.dead_letter_topic})")  # fmt: skip
+        lines.append(
+            f"{kafka} at {self.cfg.stream.bootstrap_servers} "
+            f"(topic {self.cfg.stream.topic}, dead letters "
+            f"{self.cfg.stream.dead_letter_topic})"
+        )
         redis = "embedded redis-server" if self.redis else "Redis"
         url = self.cfg.feature_store.url or ""
-        lines.append(f"{redis} at {url.split('@')[-1]} (key prefix "
-                     f"{self.cfg.feature_store.key_prefix})")  # fmt: skip
+        lines.append(
+            f"{redis} at {url.split('@')[-1]} (key prefix {self.cfg.feature_store.key_prefix})"
+        )
         return lines
 
 

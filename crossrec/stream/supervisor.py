@@ -124,8 +124,7 @@ class WorkerSupervisor:
                 self.last_error = (
                     f"{type(error).__name__}: {error}" if error else "exited without being stopped"
                 )
-                logger.error("stream worker died (%s); restarting in %.1fs", self.last_error,
-                             delay)  # fmt: skip
+                logger.error("stream worker died (%s); restarting in %.1fs", self.last_error, delay)
                 self._publish("down")
                 restart_at = time.monotonic() + delay
                 delay = min(delay * 2, self.cfg.stream.max_backoff_s)
@@ -140,8 +139,12 @@ class WorkerSupervisor:
             self._stop.wait(self.heartbeat_s)
 
     def _publish(self, status: str) -> None:
-        state = {"status": status, "restarts": self.restarts, "error": self.last_error,
-                 "at": time.time()}  # fmt: skip
+        state = {
+            "status": status,
+            "restarts": self.restarts,
+            "error": self.last_error,
+            "at": time.time(),
+        }
         try:
             self.store.set_heartbeat(HEARTBEAT_NAME, state, self.ttl_s)
         except FeatureStoreError as exc:  # the store is down: readiness says so already

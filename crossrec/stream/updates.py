@@ -86,9 +86,12 @@ class UserVectorUpdater:
         if pointer is None:
             return self.bundle
         if self.bundle is None or self.bundle.version != pointer.version:
-            logger.info("model version changed: %s -> %s (uri=%s)",
-                        self.bundle.version if self.bundle else None, pointer.version,
-                        pointer.uri)  # fmt: skip
+            logger.info(
+                "model version changed: %s -> %s (uri=%s)",
+                self.bundle.version if self.bundle else None,
+                pointer.version,
+                pointer.uri,
+            )
             self.bundle = ModelBundle.load(pointer.uri, version=pointer.version)
             self._warned_no_model = False
         return self.bundle

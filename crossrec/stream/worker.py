@@ -88,8 +88,11 @@ def _rebalance_listener(worker: StreamWorker) -> Any:
             worker.assignment = frozenset(_tp_name(tp) for tp in assigned)
             worker._rebalancing = False
             worker._rebalanced_at = time.monotonic()
-            logger.info("partitions assigned worker=%s partitions=%s", worker.worker_id,
-                        ",".join(sorted(_tp_name(tp) for tp in assigned)) or "-")  # fmt: skip
+            logger.info(
+                "partitions assigned worker=%s partitions=%s",
+                worker.worker_id,
+                ",".join(sorted(_tp_name(tp) for tp in assigned)) or "-",
+            )
 
     return _Rebalance()
 
@@ -160,8 +163,10 @@ class StreamWorker:
         if bundle is not None:
             return bundle.domains
         if not self._warned_domains:
-            logger.warning("stream.domains is not set and no model is published: events of "
-                           "every domain are accepted")  # fmt: skip
+            logger.warning(
+                "stream.domains is not set and no model is published: events of "
+                "every domain are accepted"
+            )
             self._warned_domains = True
         return None
 
@@ -198,8 +203,11 @@ class StreamWorker:
         """A fresh consumer when a group rejoin never completes (kafka-python 3.0 can stall
         there); everything written is committed, so nothing is lost and it resumes from the
         committed offsets."""
-        logger.warning("group rejoin not completed in %.0fs: recreating the consumer worker=%s",
-                       self.scfg.rejoin_timeout_s, self.worker_id)  # fmt: skip
+        logger.warning(
+            "group rejoin not completed in %.0fs: recreating the consumer worker=%s",
+            self.scfg.rejoin_timeout_s,
+            self.worker_id,
+        )
         self._commit(consumer)
         try:
             consumer.close(autocommit=False)
@@ -228,9 +236,13 @@ class StreamWorker:
         if self.scfg.metrics_port is not None:
             self.metrics.serve(self.scfg.metrics_port + self.worker_index, self.scfg.metrics_host)
         self._wait_for_store()
-        logger.info("stream worker started worker=%s topic=%s group=%s brokers=%s",
-                    self.worker_id, self.scfg.topic, self.scfg.group_id,
-                    self.scfg.bootstrap_servers)  # fmt: skip
+        logger.info(
+            "stream worker started worker=%s topic=%s group=%s brokers=%s",
+            self.worker_id,
+            self.scfg.topic,
+            self.scfg.group_id,
+            self.scfg.bootstrap_servers,
+        )
         last_records = time.monotonic()
         lag_at, lag_records = time.monotonic(), 0
         self._rebalancing, self._rebalanced_at = True, time.monotonic()  # joining the group
@@ -258,8 +270,9 @@ class StreamWorker:
                     idle_exit_s is not None
                     and time.monotonic() - max(last_records, self._rebalanced_at) > idle_exit_s
                 ):
-                    logger.info("no records for %.1fs: stopping worker=%s", idle_exit_s,
-                                self.worker_id)  # fmt: skip
+                    logger.info(
+                        "no records for %.1fs: stopping worker=%s", idle_exit_s, self.worker_id
+                    )
                     break
                 self._update_vectors()
                 if time.monotonic() - lag_at >= self.scfg.lag_interval_s:
@@ -277,10 +290,16 @@ class StreamWorker:
                 producer.close(timeout=10)
                 self.metrics.close()
                 self._consumer = None
-            logger.info("stream worker stopped worker=%s batches=%d written=%d duplicates=%d "
-                        "dead_letters=%d vectors=%d", self.worker_id, self.report.batches,
-                        self.report.written, self.report.duplicates, self.report.dead_letters,
-                        self.report.vectors)  # fmt: skip
+            logger.info(
+                "stream worker stopped worker=%s batches=%d written=%d duplicates=%d "
+                "dead_letters=%d vectors=%d",
+                self.worker_id,
+                self.report.batches,
+                self.report.written,
+                self.report.duplicates,
+                self.report.dead_letters,
+                self.report.vectors,
+            )
         return self.report
 
     def _wait_for_store(self) -> None:
@@ -295,9 +314,13 @@ class StreamWorker:
             except FeatureStoreError as exc:
                 if self._stop.is_set():
                     return
-                logger.warning("feature store unavailable at start (attempt %d), retrying in "
-                               "%.1fs before joining the group: %s", attempt, delay,
-                               exc)  # fmt: skip
+                logger.warning(
+                    "feature store unavailable at start (attempt %d), retrying in "
+                    "%.1fs before joining the group: %s",
+                    attempt,
+                    delay,
+                    exc,
+                )
                 self._stop.wait(delay)
                 delay = min(delay * 2, self.scfg.max_backoff_s)
 
@@ -332,8 +355,7 @@ class StreamWorker:
                 wait = 0
         except KafkaError as exc:
             # e.g. a group join racing a rebalance: the next poll rejoins.
-            logger.warning("poll failed worker=%s: %s: %s", self.worker_id,
-                           type(exc).__name__, exc)  # fmt: skip
+            logger.warning("poll failed worker=%s: %s: %s", self.worker_id, type(exc).__name__, exc)
             time.sleep(min(self.scfg.backoff_s, 1.0))
         if stale:
             # A partition that came back without records of this poll is read again from its
@@ -354,8 +376,12 @@ class StreamWorker:
                 except (KafkaError, AssertionError) as exc:  # revoked meanwhile
                     logger.warning("seek %s to %d failed: %s", _tp_name(tp), offset, exc)
                     continue
-                logger.info("dropped records refetched worker=%s partition=%s from=%d",
-                            self.worker_id, _tp_name(tp), offset)  # fmt: skip
+                logger.info(
+                    "dropped records refetched worker=%s partition=%s from=%d",
+                    self.worker_id,
+                    _tp_name(tp),
+                    offset,
+                )
 
     def _process(self, consumer: Any, producer: Any, batch: dict[Any, list[Any]]) -> None:
         started = time.perf_counter()
@@ -369,9 +395,12 @@ class StreamWorker:
                 next_offsets[tp] = rec.offset + 1
                 try:
                     event = parse_event(
-                        rec.value, domains=domains, max_bytes=self.scfg.max_event_bytes,
-                        max_future_skew_s=self.scfg.max_future_skew_s, now=now,
-                    )  # fmt: skip
+                        rec.value,
+                        domains=domains,
+                        max_bytes=self.scfg.max_event_bytes,
+                        max_future_skew_s=self.scfg.max_future_skew_s,
+                        now=now,
+                    )
                 except EventError as exc:
                     dead.append((tp, rec, exc.reason))
                     continue
@@ -384,8 +413,12 @@ class StreamWorker:
         self._wait_dead_letters(producer, pending)
         self._writes += 1
         if self._fault_after is not None and self._writes >= self._fault_after:
-            logger.error("injected fault: exiting after write %d, before the commit "
-                         "(%s=%s)", self._writes, FAULT_ENV, os.environ.get(FAULT_ENV))  # fmt: skip
+            logger.error(
+                "injected fault: exiting after write %d, before the commit (%s=%s)",
+                self._writes,
+                FAULT_ENV,
+                os.environ.get(FAULT_ENV),
+            )
             logging.shutdown()
             os._exit(FAULT_EXIT_CODE)
         if self._revoked:
@@ -453,12 +486,19 @@ class StreamWorker:
                     self.report.store_retries += 1
                     self.metrics.retry()
                     if self._stop.is_set():
-                        logger.error("stopping with %d events unwritten (feature store down); "
-                                     "their offsets stay uncommitted", len(events))  # fmt: skip
+                        logger.error(
+                            "stopping with %d events unwritten (feature store down); "
+                            "their offsets stay uncommitted",
+                            len(events),
+                        )
                         return None
-                    logger.warning("feature store write failed (attempt %d), retrying in "
-                                   "%.1fs; nothing committed past it: %s", attempt, delay,
-                                   exc)  # fmt: skip
+                    logger.warning(
+                        "feature store write failed (attempt %d), retrying in "
+                        "%.1fs; nothing committed past it: %s",
+                        attempt,
+                        delay,
+                        exc,
+                    )
                     # Polling paused partitions returns nothing but keeps this consumer in
                     # its group (and runs rebalance callbacks) while we wait. Paused on every
                     # turn: a rebalance hands partitions back un-paused.
@@ -499,8 +539,9 @@ class StreamWorker:
             logger.warning("commit refused during a rebalance worker=%s: %s", self.worker_id, exc)
             return
         except KafkaError as exc:
-            logger.warning("commit failed worker=%s (kept for the next one): %s",
-                           self.worker_id, exc)  # fmt: skip
+            logger.warning(
+                "commit failed worker=%s (kept for the next one): %s", self.worker_id, exc
+            )
             return
         for tp, off in self._uncommitted.items():
             self.report.committed[_tp_name(tp)] = off
@@ -512,8 +553,11 @@ class StreamWorker:
         self._revocations += 1
         self._rebalancing = True
         self._rebalanced_at = time.monotonic()
-        logger.info("partitions revoked worker=%s partitions=%s", self.worker_id,
-                    ",".join(sorted(_tp_name(tp) for tp in revoked)) or "-")  # fmt: skip
+        logger.info(
+            "partitions revoked worker=%s partitions=%s",
+            self.worker_id,
+            ",".join(sorted(_tp_name(tp) for tp in revoked)) or "-",
+        )
         written = {tp: off for tp, off in self._uncommitted.items() if tp in revoked}
         if self._consumer is not None and written:
             # Rebalance callbacks may run on kafka-python's network thread, where a blocking

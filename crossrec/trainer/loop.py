@@ -211,9 +211,12 @@ class CrossRecTrainer:
         self.model.eval()
         self.model.invalidate_item_cache()
         total, count = self.evaluator.ndcg_sum_at(
-            self.view, 10, "valid", domains=[target or self.target],
+            self.view,
+            10,
+            "valid",
+            domains=[target or self.target],
             shard=(ctx.rank, ctx.world_size),
-        )  # fmt: skip
+        )
         self.model.invalidate_item_cache()
         reduced = ctx.all_reduce_sum([total, float(count)])
         return reduced[0] / max(reduced[1], 1.0)
@@ -290,8 +293,11 @@ class CrossRecTrainer:
             restore_stage(resume_from, self, run)
             logger.info(
                 "stage=%s target=%s resumed after epoch %d from %s",
-                stage, self.target, run.state.epoch, resume_from,
-            )  # fmt: skip
+                stage,
+                self.target,
+                run.state.epoch,
+                resume_from,
+            )
         return run
 
     def adaptation_method(self, stage: str) -> str:
@@ -323,9 +329,14 @@ class CrossRecTrainer:
         run = self.start_stage(stage, ctx.resume(stage))
         method = self.adaptation_method(stage)
         objective = ctx.wrap_model(
-            StageObjective(self, wanted, torch.from_numpy(np.flatnonzero(wanted[self.item_domain])),
-                           method, run.discriminator)
-        )  # fmt: skip
+            StageObjective(
+                self,
+                wanted,
+                torch.from_numpy(np.flatnonzero(wanted[self.item_domain])),
+                method,
+                run.discriminator,
+            )
+        )
         lengths = np.array([w.size for w in windows])
         max_epochs = t.pretrain_max_epochs if stage == "pretrain" else t.max_epochs
         local_batch = math.ceil(t.batch_size / ctx.world_size)
@@ -444,9 +455,11 @@ class CrossRecTrainer:
         state.finished = state.bad_epochs >= self.cfg.train.patience or epoch >= max_epochs
         state.history.append(dict(record))
         logger.info(
-            "stage=%s target=%s %s", run.stage, self.target,
+            "stage=%s target=%s %s",
+            run.stage,
+            self.target,
             " ".join(f"{k}={v:.4f}" for k, v in record.items()),
-        )  # fmt: skip
+        )
         if self.on_epoch is not None and ctx.is_chief:
             self.on_epoch({"stage": run.stage, "target": self.target, **record})
         ctx.end_epoch(run, record)
@@ -486,9 +499,11 @@ class CrossRecTrainer:
         model.covis = CoVisitation.from_sequences(self.sequences, model.num_items)
         cases = [(c, t) for c, t in self.ranker_cases if self.item_domain[t] == self.target_idx]
         return model.fit_hybrid(
-            cases, self.target, epochs=20 * self.cfg.train.ranker_epochs,
+            cases,
+            self.target,
+            epochs=20 * self.cfg.train.ranker_epochs,
             seed=self.cfg.train.seed + 11,
-        )  # fmt: skip
+        )
 
     def fit_ranker(self, max_samples: int = 20000, lr: float = 5e-3) -> list[float]:
         """Fits the ranker with BCE on each training position's top retrieved items (hard

@@ -19,9 +19,12 @@ if TYPE_CHECKING:
 # What adapter-only fine-tuning trains (in `adapt`, and in online rounds): the item adapter,
 # the item and domain embeddings, and the user tower's target query and output layers.
 ADAPTER_PARAMETERS = (
-    "item_tower.adapter", "item_tower.domain_emb", "item_tower.id_emb",
-    "user_tower.target_query", "user_tower.out",
-)  # fmt: skip
+    "item_tower.adapter",
+    "item_tower.domain_emb",
+    "item_tower.id_emb",
+    "user_tower.target_query",
+    "user_tower.out",
+)
 
 
 class StageObjective(nn.Module):

@@ -47,7 +47,7 @@ def pretrain_key(cfg: CrossRecConfig, split: Split, target: str, encoder_key: st
         "encoder": cfg.encoder.model_dump(),
         "sources": cfg.adaptation.source_domains,
         "eval": cfg.eval.model_dump(),
-    }  # fmt: skip
+    }
     return json.dumps(parts, sort_keys=True, default=str)
 
 
@@ -154,10 +154,15 @@ class CrossRecRecommender(Recommender):
     def summary(self) -> dict[str, Any]:
         return {
             target: [
-                {"stage": r.stage, "epochs": r.epochs, "best_epoch": r.best_epoch,
-                 "best_valid_ndcg@10": r.best_valid_ndcg, "samples": r.samples,
-                 "seconds": round(r.seconds, 1)}
+                {
+                    "stage": r.stage,
+                    "epochs": r.epochs,
+                    "best_epoch": r.best_epoch,
+                    "best_valid_ndcg@10": r.best_valid_ndcg,
+                    "samples": r.samples,
+                    "seconds": round(r.seconds, 1),
+                }
                 for r in reports
             ]
             for target, reports in self.reports.items()
-        }  # fmt: skip
+        }

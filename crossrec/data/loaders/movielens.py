@@ -18,10 +18,26 @@ from crossrec.data.schema import EventType, Interaction, Item
 from crossrec.errors import DataError
 
 ML100K_GENRES = (
-    "unknown", "Action", "Adventure", "Animation", "Children's", "Comedy", "Crime", "Documentary",
-    "Drama", "Fantasy", "Film-Noir", "Horror", "Musical", "Mystery", "Romance", "Sci-Fi",
-    "Thriller", "War", "Western",
-)  # fmt: skip
+    "unknown",
+    "Action",
+    "Adventure",
+    "Animation",
+    "Children's",
+    "Comedy",
+    "Crime",
+    "Documentary",
+    "Drama",
+    "Fantasy",
+    "Film-Noir",
+    "Horror",
+    "Musical",
+    "Mystery",
+    "Romance",
+    "Sci-Fi",
+    "Thriller",
+    "War",
+    "Western",
+)
 
 
 def _ratings(
@@ -31,9 +47,10 @@ def _ratings(
     for lineno, fields in rows:
         if len(fields) < 4:
             raise DataError(
-                file, f"expected 4 fields (user, item, rating, timestamp), found {len(fields)}",
+                file,
+                f"expected 4 fields (user, item, rating, timestamp), found {len(fields)}",
                 lineno,
-            )  # fmt: skip
+            )
         user, item, rating_text, ts_text = (f.strip() for f in fields[:4])
         try:
             rating = float(rating_text)
@@ -54,7 +71,7 @@ def _ratings(
                 timestamp=ts,
                 event_type=EventType.RATING,
                 value=rating,
-            )  # fmt: skip
+            )
         )
     return out
 
@@ -89,9 +106,10 @@ def load_movielens(path: Path | None, cfg: DataConfig) -> CrossDomainDataset:
         for lineno, fields in _split_lines(item_file, "|", "latin-1", "'|'-separated movies"):
             if len(fields) != 5 + len(ML100K_GENRES):
                 raise DataError(
-                    item_file, f"expected {5 + len(ML100K_GENRES)} '|'-separated fields, "
-                    f"found {len(fields)}", lineno,
-                )  # fmt: skip
+                    item_file,
+                    f"expected {5 + len(ML100K_GENRES)} '|'-separated fields, found {len(fields)}",
+                    lineno,
+                )
             flags = fields[5:]
             genres = tuple(g for g, f in zip(ML100K_GENRES, flags, strict=True) if f.strip() == "1")
             items.append(Item(domain, fields[0].strip(), fields[1].strip(), categories=genres))
@@ -118,7 +136,8 @@ def load_movielens(path: Path | None, cfg: DataConfig) -> CrossDomainDataset:
         interactions = _ratings(path / "ratings.csv", rows, domain, cfg.min_rating)
     else:
         raise DataError(
-            path, "not a MovieLens folder: expected u.data (ml-100k), ratings.dat (ml-1m/10m) "
+            path,
+            "not a MovieLens folder: expected u.data (ml-100k), ratings.dat (ml-1m/10m) "
             "or ratings.csv (ml-latest)",
-        )  # fmt: skip
+        )
     return CrossDomainDataset.from_records(items, interactions, source=str(path), name=path.name)

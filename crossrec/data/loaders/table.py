@@ -508,9 +508,10 @@ def load_table(path: Path | None, cfg: DataConfig) -> CrossDomainDataset:
         item_file = find_table(path.parent, table.items)
         if item_file is not None and item_file.resolve() == inter_file.resolve():
             raise DataError(
-                path, f"this is the item table (data.table.items={table.items!r}), expected the "
+                path,
+                f"this is the item table (data.table.items={table.items!r}), expected the "
                 "interaction table",
-            )  # fmt: skip
+            )
     items = read_items(item_file, table) if item_file is not None else []
     if item_file is None:
         logger.info("no item table %s beside %s; items get empty titles", table.items, inter_file)
