@@ -15,6 +15,7 @@ import typer
 
 from crossrec import __version__
 from crossrec.errors import CrossRecError
+from crossrec.extras import require_extras
 
 app = typer.Typer(
     name="crossrec",
@@ -408,6 +409,7 @@ def train(
         for target, path in result.checkpoints.items():
             typer.echo(f"checkpoint for {target}: {path}")
         return
+    require_extras("crossrec train (without --local)", "train")
     from training.pipeline import describe_event, run_training
 
     run_name = name or (config.stem if config is not None else "crossrec")
@@ -484,6 +486,7 @@ def tune_cmd(
     Each trial trains the model with sampled overrides (the default space of its family, or
     tune.search_space). Prints a line per finished trial, then the best score and overrides; the
     best config is written as YAML that `crossrec train --config` accepts."""
+    require_extras("crossrec tune", "train")
     from crossrec.tuning import run_tune
 
     overrides = list(set_ or [])
@@ -586,6 +589,7 @@ def demo(
     session of events through the embedded Kafka-protocol broker into the embedded Redis ->
     recommendations before and after, cold-start item and user -> a drift episode with online
     learning -> keeps serving until Ctrl-C (or --exit-after)."""
+    require_extras("crossrec demo", "train", "serve", "stream", "embedded")
     from crossrec.apps.demo import run_demo
 
     _require_data_with_format(data, fmt)
@@ -630,6 +634,7 @@ def stream(
     Without stream.bootstrap_servers / feature_store.url an embedded Kafka-protocol broker and
     redis-server are started for the run (one machine and tests only). Invalid events go to
     stream.dead_letter_topic. SIGTERM or Ctrl-C: finish the batch, commit, exit."""
+    require_extras("crossrec stream", "stream")
     from crossrec.stream.runner import run_stream, summarize
 
     cfg = _load(config, set_)
@@ -680,6 +685,7 @@ def serve(
     up until Ctrl-C. Without stream.bootstrap_servers / feature_store.url an embedded
     Kafka-protocol broker and redis-server are started for the run (one machine only). The API
     is documented at URL/docs; `serve deploy cluster/serve_config.yaml` deploys the same app."""
+    require_extras("crossrec serve", "serve", "stream")
     from serving.launcher import run_server
 
     cfg = _load(config, set_)
@@ -706,6 +712,7 @@ def events_produce(
 
     Each line is validated first: an invalid one stops the run naming FILE:LINE (what was sent
     before it stays sent), unless --skip-invalid."""
+    require_extras("crossrec events produce", "stream")
     from crossrec.errors import ConfigError
     from crossrec.stream.events import EventProducer, open_events, produce_lines
 
@@ -889,6 +896,7 @@ def online_run(
     with at least online.min_samples). Needs the feature store the stream workers write
     samples to (feature_store.url). Every decision is printed with the holdout and regression
     scores of both versions."""
+    require_extras("crossrec online run", "train", "stream")
     import contextlib
     import threading
 

