@@ -28,7 +28,7 @@ import torch
 from crossrec.config import load_config
 from crossrec.data.loaders import load_dataset
 from crossrec.errors import CrossRecError
-from crossrec.feature_store import RedisFeatureStore
+from crossrec.feature_store import open_feature_store
 from crossrec.feature_store.samples import Sample
 from crossrec.models.crossrec_model import CrossRecModel
 from crossrec.online.learner import OnlineLearner
@@ -83,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
                 f"the world has {len(samples):,} samples; the sizes need "
                 f"{needed:,} (more data.synthetic.num_users)"
             )
-        store = RedisFeatureStore.from_config(cfg.feature_store)
+        store = open_feature_store(cfg.feature_store)
         try:
             publish_model(store, Path(tmp) / "version")
             learner = OnlineLearner(cfg, store)

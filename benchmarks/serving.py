@@ -44,7 +44,7 @@ from crossrec.data.events import Event
 from crossrec.data.loaders import load_dataset
 from crossrec.embedded import free_port
 from crossrec.errors import CrossRecError
-from crossrec.feature_store import RedisFeatureStore
+from crossrec.feature_store import open_feature_store
 from crossrec.models.crossrec_model import CrossRecModel
 from crossrec.registry import publish_model
 from crossrec.service.recommendations import RecommendationService
@@ -162,7 +162,7 @@ def prepare(cfg: CrossRecConfig, root: Path) -> Path:
         model.hybrid = HybridRanker(len(FEATURES), cfg.model.hybrid_hidden)
     version = root / "version"
     model.save_pretrained(version / model.target_domain)
-    store = RedisFeatureStore.from_config(cfg.feature_store)
+    store = open_feature_store(cfg.feature_store)
     try:
         publish_model(store, version)
         now = time.time()
@@ -231,7 +231,7 @@ def main(argv: list[str] | None = None) -> int:
 
         # In-process: the replica's logic without HTTP or Serve.
         torch.set_num_threads(cfg.serve.recommender.torch_threads or torch.get_num_threads())
-        store = RedisFeatureStore.from_config(cfg.feature_store)
+        store = open_feature_store(cfg.feature_store)
         service = RecommendationService(cfg, store)
         service.swap(service.load_version(str(version)))
         first = service.recommend_user(USER, "films", k=10)

@@ -34,7 +34,7 @@ import torch
 from crossrec.config import CrossRecConfig, load_config
 from crossrec.data.loaders import load_dataset
 from crossrec.errors import CrossRecError
-from crossrec.feature_store import RedisFeatureStore
+from crossrec.feature_store import open_feature_store
 from crossrec.models.crossrec_model import CrossRecModel
 from crossrec.registry import publish_model
 from crossrec.stream.events import Event, EventProducer
@@ -100,7 +100,7 @@ def freshness(
     )
     model.target_domain = dataset.domains[-1]
     model.save_pretrained(workdir / "version" / model.target_domain)
-    store = RedisFeatureStore.from_config(cfg.feature_store)
+    store = open_feature_store(cfg.feature_store)
     publish_model(store, workdir / "version")
     items = [(it.domain, it.item_id) for it in dataset.items]
     cfg.stream.group_id = "bench-freshness"

@@ -741,14 +741,14 @@ def events_produce(
 
 
 def _models_store(cfg: Any) -> Any:
-    from crossrec.feature_store.redis_store import RedisFeatureStore
+    from crossrec.feature_store import open_feature_store
 
     if cfg.feature_store.url is None:
         _fail(
             "feature_store.url is not set: the current model version lives in the feature store "
             "serving and the stream use (--set feature_store.url=redis://HOST:6379/0)"
         )
-    return RedisFeatureStore.from_config(cfg.feature_store)
+    return open_feature_store(cfg.feature_store)
 
 
 @models_app.command("register")

@@ -723,6 +723,11 @@ class FeatureStoreConfig(_Section):
     """The Redis feature store. Every key starts with `key_prefix`; per-user keys carry the
     user id as a hash tag, so one user's keys share a Redis Cluster slot."""
 
+    type: str = Field(
+        "redis",
+        description="Feature store implementation (`crossrec.feature_store.STORES`); `redis` "
+        "ships.",
+    )
     url: str | None = Field(
         None, description="redis://[user:pass@]host:port/db or rediss:// (TLS); None: embedded."
     )

@@ -26,7 +26,7 @@ from crossrec.config import CrossRecConfig, EncoderConfig, EncoderDeploymentSett
 from crossrec.data.events import Event
 from crossrec.encoders.text_encoder import TextEncoder
 from crossrec.errors import CrossRecError
-from crossrec.feature_store.redis_store import RedisFeatureStore
+from crossrec.feature_store import open_feature_store
 from crossrec.registry import publish_model
 from crossrec.service.recommendations import RecommendationService
 from serving.api import create_api
@@ -103,7 +103,7 @@ class RecommenderDeployment:
         threads = self.cfg.serve.recommender.torch_threads
         if threads:
             torch.set_num_threads(threads)
-        self.store = RedisFeatureStore.from_config(self.cfg.feature_store)
+        self.store = open_feature_store(self.cfg.feature_store)
         self.service = RecommendationService(self.cfg, self.store)
         self.events = EventSink(self.service)
         self.encoder = encoder

@@ -17,7 +17,7 @@ from pathlib import Path
 
 from crossrec.config import CrossRecConfig, secret_environment
 from crossrec.errors import CrossRecError
-from crossrec.feature_store.redis_store import RedisFeatureStore
+from crossrec.feature_store import open_feature_store
 from crossrec.ray_runtime import metrics_url, ray_session
 from crossrec.registry import current_version
 from crossrec.stream.runner import stop_on_signals
@@ -118,7 +118,7 @@ def run_server(
         cfg = services.cfg
         for line in services.describe():
             echo(line)
-        store = RedisFeatureStore.from_config(cfg.feature_store)
+        store = open_feature_store(cfg.feature_store)
         try:
             pointer = current_version(store, checkpoint)
             if pointer is None:

@@ -330,3 +330,27 @@ def test_ids_with_redis_key_metacharacters_stay_apart(redis_server) -> None:  # 
     for bad, reason in (("a\nb", "control character"), ("u" * 10_000, "longer than 256")):
         with pytest.raises(ValidationError, match=reason):
             _event(99, user=bad)
+
+
+def test_open_feature_store_builds_the_configured_type(redis_server) -> None:  # type: ignore[no-untyped-def]
+    from crossrec.errors import ConfigError
+    from crossrec.feature_store import (
+        EventStore,
+        ModelPointerStore,
+        SampleStore,
+        open_feature_store,
+    )
+
+    cfg = FeatureStoreConfig(url=redis_server.url, key_prefix=unique("open"))
+    with open_feature_store(cfg) as store:
+        assert isinstance(store, RedisFeatureStore)
+        assert isinstance(store, EventStore)
+        assert isinstance(store, ModelPointerStore)
+        assert isinstance(store, SampleStore)
+        assert store.write_events([_event(1)]).written == 1
+        assert [h.item_id for h in store.history("u1", "films")] == ["i1"]
+    cfg.type = "cassandra"
+    with pytest.raises(
+        ConfigError, match=r"feature_store.type: unknown store 'cassandra'; known: redis"
+    ):
+        open_feature_store(cfg)

@@ -26,7 +26,7 @@ from crossrec.config import CrossRecConfig
 from crossrec.data.dataset import CrossDomainDataset
 from crossrec.data.synthetic import TOPICS, drift_interactions, item_topics, topic_of
 from crossrec.errors import CrossRecError
-from crossrec.feature_store.redis_store import RedisFeatureStore
+from crossrec.feature_store import FeatureStore
 from crossrec.feature_store.samples import Sample, write_samples
 from crossrec.models.crossrec_model import CrossRecModel
 from crossrec.online.finetune import evaluate_samples, model_samples
@@ -58,7 +58,7 @@ def _model_recall(uri: str, target: str, samples: list[Sample]) -> float:
 def run_drift_episode(
     cfg: CrossRecConfig,
     dataset: CrossDomainDataset,
-    store: RedisFeatureStore,
+    store: FeatureStore,
     producer: EventProducer,
     api: Api,
     target: str,

@@ -19,7 +19,7 @@ from crossrec.config import CrossRecConfig
 from crossrec.data.dataset import CrossDomainDataset
 from crossrec.embedded import free_port
 from crossrec.errors import CrossRecError
-from crossrec.feature_store.redis_store import RedisFeatureStore
+from crossrec.feature_store import open_feature_store
 from crossrec.models.bundle import checkpoint_dirs
 from crossrec.models.crossrec_model import MANIFEST_FILE
 from crossrec.registry import publish_model
@@ -139,7 +139,7 @@ def run_stream_session(
         cfg = services.cfg
         for line in services.describe():
             echo(f"       {line}")
-        store = RedisFeatureStore.from_config(cfg.feature_store)
+        store = open_feature_store(cfg.feature_store)
         pointer = publish_model(store, models_dir)
         echo(f"       published model version {pointer.version}")
         worker = StreamWorker(cfg)

@@ -9,11 +9,15 @@ from __future__ import annotations
 import abc
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from crossrec.data.events import Event
+
+if TYPE_CHECKING:
+    from crossrec.config import FeatureStoreConfig, OnlineConfig
+    from crossrec.feature_store.samples import SampleBuffer
 
 
 @dataclass(frozen=True)
@@ -104,10 +108,9 @@ class NewItem:
     model_version: str
 
 
-class FeatureStore(abc.ABC):
-    """Online user state. See :class:`crossrec.feature_store.RedisFeatureStore`."""
+class EventStore(abc.ABC):
+    """Users' events: batched idempotent writes, capped histories, popularity."""
 
-    # ---------------------------------------------------------------- events
     @abc.abstractmethod
     def write_events(
         self, events: Sequence[Event], now: float | None = None, samples: SampleSpec | None = None
@@ -130,7 +133,10 @@ class FeatureStore(abc.ABC):
     def popularity(self, domain: str, k: int, now: float | None = None) -> list[tuple[str, float]]:
         """Top ``k`` items of ``domain`` by time-decayed popularity, as of ``now``."""
 
-    # ---------------------------------------------------------------- vectors
+
+class UserVectorStore(abc.ABC):
+    """Users' vectors and the dirty marks that ask for them to be recomputed."""
+
     @abc.abstractmethod
     def write_user_vectors(self, vectors: Sequence[UserVector]) -> int:
         """Stores vectors unless a newer one (higher ``seq``) is there; returns how many."""
@@ -143,7 +149,6 @@ class FeatureStore(abc.ABC):
         """History across ``domains`` and the stored vector for ``vector_domain``, read in one
         round trip (the serving path)."""
 
-    # ---------------------------------------------------------------- dirty users
     @abc.abstractmethod
     def dirty_users(self, limit: int, quiet_for_s: float = 0.0) -> list[tuple[str, float]]:
         """Up to ``limit`` users marked dirty at least ``quiet_for_s`` ago, with their marks."""
@@ -156,7 +161,10 @@ class FeatureStore(abc.ABC):
     def clear_dirty(self, claims: Sequence[tuple[str, float]]) -> int:
         """Unmarks users whose mark is still the claimed one (a newer mark stays)."""
 
-    # ---------------------------------------------------------------- model and items
+
+class ModelPointerStore(abc.ABC):
+    """Which model version is current, and the promotion log."""
+
     @abc.abstractmethod
     def current_model(self) -> ModelPointer | None: ...
 
@@ -167,6 +175,10 @@ class FeatureStore(abc.ABC):
     @abc.abstractmethod
     def model_history(self, limit: int = 100) -> list[ModelPointer]:
         """The promotion log, newest first (what was current, in turn)."""
+
+
+class ItemStore(abc.ABC):
+    """Items the model has not seen: their texts, pending ids and encoded new items."""
 
     @abc.abstractmethod
     def put_item_texts(self, domain: str, texts: dict[str, str]) -> None:
@@ -192,7 +204,18 @@ class FeatureStore(abc.ABC):
     ) -> list[tuple[str, NewItem]]:
         """Queued new items after stream id ``after``, with their ids."""
 
-    # ---------------------------------------------------------------- liveness
+
+class SampleStore(abc.ABC):
+    """Where streamed events become online-learning samples."""
+
+    @abc.abstractmethod
+    def sample_buffer(self, cfg: OnlineConfig) -> SampleBuffer:
+        """The store's sample buffer (its ``spec()`` goes to :meth:`EventStore.write_events`)."""
+
+
+class Heartbeats(abc.ABC):
+    """Liveness of the process parts that share the store."""
+
     @abc.abstractmethod
     def set_heartbeat(self, name: str, state: dict[str, Any], ttl_s: float) -> None:
         """Publishes ``state`` of the process part ``name`` (e.g. an in-process stream
@@ -202,7 +225,19 @@ class FeatureStore(abc.ABC):
     def heartbeat(self, name: str) -> dict[str, Any] | None:
         """The last state published under ``name``, None when it expired."""
 
-    # ---------------------------------------------------------------- lifecycle
+
+class FeatureStore(
+    EventStore, UserVectorStore, ModelPointerStore, ItemStore, SampleStore, Heartbeats
+):
+    """Online user state: every interface above, behind one connection. Callers type against
+    the smallest interface they use; `crossrec.feature_store.open_feature_store` builds the
+    implementation ``feature_store.type`` names (:class:`RedisFeatureStore` ships)."""
+
+    @classmethod
+    @abc.abstractmethod
+    def from_config(cls, cfg: FeatureStoreConfig, url: str | None = None) -> FeatureStore:
+        """Connects as ``cfg`` says (``url`` overrides ``cfg.url``)."""
+
     @abc.abstractmethod
     def ping(self) -> bool: ...
 

@@ -38,7 +38,7 @@ import os
 import time
 from collections import defaultdict
 from collections.abc import Callable, Sequence
-from typing import Any, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 import numpy as np
 import redis
@@ -46,6 +46,10 @@ from redis.backoff import ExponentialWithJitterBackoff
 from redis.retry import Retry
 
 from crossrec.config import FeatureStoreConfig, redact_url
+
+if TYPE_CHECKING:
+    from crossrec.config import OnlineConfig
+    from crossrec.feature_store.samples import RedisSampleBuffer
 from crossrec.data.events import Event
 from crossrec.errors import FeatureStoreError
 from crossrec.feature_store.base import (
@@ -288,6 +292,11 @@ class RedisFeatureStore(FeatureStore):
                 ("clear_dirty", _CLEAR_DIRTY),
             )
         }
+
+    def sample_buffer(self, cfg: OnlineConfig) -> RedisSampleBuffer:
+        from crossrec.feature_store.samples import RedisSampleBuffer
+
+        return RedisSampleBuffer(self, cfg)
 
     @classmethod
     def from_config(cls, cfg: FeatureStoreConfig, url: str | None = None) -> RedisFeatureStore:

@@ -118,6 +118,10 @@ class SampleBuffer(abc.ABC):
     """Samples in arrival order, each with an entry id that sorts by arrival."""
 
     @abc.abstractmethod
+    def spec(self) -> SampleSpec:
+        """What a feature-store write needs to record samples into this buffer."""
+
+    @abc.abstractmethod
     def append(self, samples: Sequence[Sample]) -> int:
         """Appends samples (the oldest beyond capacity are dropped); returns how many."""
 

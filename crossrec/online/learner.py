@@ -42,7 +42,6 @@ from crossrec.config import CrossRecConfig, OnlineConfig
 from crossrec.errors import CrossRecError
 from crossrec.feature_store.base import FeatureStore
 from crossrec.feature_store.samples import (
-    RedisSampleBuffer,
     Sample,
     SampleBuffer,
     read_samples,
@@ -174,7 +173,7 @@ class OnlineLearner:
         self.cfg = cfg
         self.ocfg = cfg.online
         self.store = store
-        self.buffer = buffer or RedisSampleBuffer(store, cfg.online)
+        self.buffer = buffer or store.sample_buffer(cfg.online)
         self.registry = registry or ModelRegistry(cfg.registry.root)
         self.runner: CandidateRunner = runner or train_candidate
         self.metrics = OnlineMetrics()

@@ -15,7 +15,7 @@ from contextlib import contextmanager
 from pathlib import Path
 
 from crossrec.config import CrossRecConfig
-from crossrec.feature_store.redis_store import RedisFeatureStore
+from crossrec.feature_store import open_feature_store
 from crossrec.registry import current_version
 from crossrec.stream.events import EventProducer, open_events, produce_lines
 from crossrec.stream.services import stream_services
@@ -68,7 +68,7 @@ def run_stream(
         cfg = services.cfg
         for line in services.describe():
             echo(line)
-        store = RedisFeatureStore.from_config(cfg.feature_store)
+        store = open_feature_store(cfg.feature_store)
         try:
             pointer = current_version(store, model)
             if pointer is not None:

@@ -38,7 +38,7 @@ class WorkerSupervisor:
 
     Args:
         cfg: the whole config (``stream`` back-off, ``feature_store``).
-        store: where the heartbeat goes; default: a `RedisFeatureStore` from the config.
+        store: where the heartbeat goes; default: `open_feature_store` of the config.
         make_worker: builds a fresh worker for each (re)start; default `StreamWorker(cfg)`.
         heartbeat_s: how often the state is published.
         ttl_s: how long a published state lives (a dead process turns readiness red after it).
@@ -53,10 +53,10 @@ class WorkerSupervisor:
         heartbeat_s: float = 1.0,
         ttl_s: float = 5.0,
     ) -> None:
-        from crossrec.feature_store.redis_store import RedisFeatureStore
+        from crossrec.feature_store import open_feature_store
 
         self.cfg = cfg
-        self.store = store or RedisFeatureStore.from_config(cfg.feature_store)
+        self.store = store or open_feature_store(cfg.feature_store)
         self._make_worker = make_worker or (lambda: StreamWorker(cfg))
         self.heartbeat_s, self.ttl_s = heartbeat_s, ttl_s
         self.worker: StreamWorker | None = None

@@ -34,7 +34,6 @@ from crossrec.config import CrossRecConfig
 from crossrec.data.events import Event, parse_event
 from crossrec.errors import CrossRecError, EventError, FeatureStoreError, StreamError
 from crossrec.feature_store.base import FeatureStore, SampleSpec
-from crossrec.feature_store.samples import RedisSampleBuffer
 from crossrec.stream.events import kafka_client_options
 from crossrec.stream.metrics import StreamMetrics
 from crossrec.stream.updates import UserVectorUpdater
@@ -103,7 +102,7 @@ class StreamWorker:
     Args:
         cfg: the whole config (``stream``, ``feature_store``).
         worker_index: this worker's number (metrics label, metrics port offset, client id).
-        store: the feature store; default: a `RedisFeatureStore` from ``feature_store``.
+        store: the feature store; default: `open_feature_store(feature_store)`.
         updater: the user-vector trigger; default: one following the store's current model.
         samples: which written events become online-learning samples and where they go;
             default: the Redis sample buffer when ``online.record_samples`` (None: no samples).
@@ -118,19 +117,18 @@ class StreamWorker:
         updater: UserVectorUpdater | None = None,
         samples: SampleSpec | None | Literal["default"] = "default",
     ) -> None:
-        from crossrec.feature_store.redis_store import RedisFeatureStore
+        from crossrec.feature_store import open_feature_store
 
         self.cfg = cfg
         self.scfg = cfg.stream
         self.worker_index = worker_index
         self.worker_id = str(worker_index)
-        self.store = store or RedisFeatureStore.from_config(cfg.feature_store)
+        self.store = store or open_feature_store(cfg.feature_store)
         self.updater = updater or UserVectorUpdater(self.store, cfg)
         if samples == "default":
-            samples = None
-            if cfg.online.record_samples and isinstance(self.store, RedisFeatureStore):
-                samples = RedisSampleBuffer(self.store, cfg.online).spec()
-        self.samples = samples
+            record = cfg.online.record_samples
+            samples = self.store.sample_buffer(cfg.online).spec() if record else None
+        self.samples: SampleSpec | None = samples
         self.metrics = StreamMetrics(self.worker_id)
         self.report = WorkerReport()
         self._stop = threading.Event()
