@@ -52,12 +52,18 @@ OutputOpt = Annotated[
     Path | None,
     typer.Option("--output", "-o", help="Also write the result as JSON to this file."),
 ]
-FormatOpt = Annotated[
-    str,
-    typer.Option(
-        "--format", "-f", help="Data format: synthetic, movielens, amazon, llmcdsr, recbole, table."
-    ),
-]
+
+
+def _format_help() -> str:
+    from crossrec.config import DATA_FORMATS
+
+    files = ", ".join(f for f in DATA_FORMATS if f != "synthetic")
+    return f"Format of the data ({files}); required with a data path, like the path itself."
+
+
+# One --format for every command: no default; it goes with a data path (PATH or --data), and
+# without one the config's data.format (the synthetic world by default) is used.
+FormatOpt = Annotated[str | None, typer.Option("--format", "-f", help=_format_help())]
 
 
 # Exit status: 0 done, 1 a runtime error (data, services, models), 2 bad usage (options,
@@ -128,7 +134,7 @@ def _load(config: Path | None, overrides: list[str] | None, **data: Any):  # typ
 def _require_data_with_format(data: object, fmt: str | None) -> None:
     if (data is None) != (fmt is None):
         _fail(
-            "--data and --format go together (e.g. --data ../shared/data/ml-100k --format "
+            "a data path and --format go together (e.g. --data ../shared/data/ml-100k --format "
             "movielens)"
         )
 
@@ -191,7 +197,7 @@ def config_reference_cmd() -> None:
 @handle_errors
 def data_inspect(
     path: Annotated[Path, typer.Argument(help="Dataset directory (or file, for table data).")],
-    format: FormatOpt = "llmcdsr",  # noqa: A002 - the option is called --format
+    format: FormatOpt = None,  # noqa: A002 - the option is called --format
     as_json: JsonOpt = False,
     output: OutputOpt = None,
     config: ConfigOpt = None,
@@ -200,6 +206,7 @@ def data_inspect(
     """Per-domain users, items, interactions, overlapping users and sequence lengths."""
     from crossrec.data.loaders import load_dataset
 
+    _require_data_with_format(path, format)
     cfg = _load(config, set_, format=format)
     stats = load_dataset(cfg.data, path).stats()
     stats["path"] = str(path)
@@ -251,7 +258,7 @@ def evaluate(
     data: Annotated[
         Path | None, typer.Option("--data", help="Dataset path; omit for the synthetic world.")
     ] = None,
-    format: FormatOpt = "synthetic",  # noqa: A002
+    format: FormatOpt = None,  # noqa: A002
     protocol: Annotated[
         str | None,
         typer.Option(help="full, sampled, or omit for both (eval.protocols)."),
@@ -295,6 +302,7 @@ def evaluate(
         )
         if name not in known:
             _fail(f"{chosen[0]} {name!r} is not one of: {', '.join(known)}")
+        _require_data_with_format(data, format)
         cfg = _load(config, set_, format=format)
         dataset = load_dataset(cfg.data, data)
         rows = run_models(cfg, [name], dataset, protocols=protocols).rows
@@ -346,14 +354,7 @@ def train(
         bool, typer.Option("--local", help="Train in this process, without Ray.")
     ] = False,
     data: Annotated[Path | None, typer.Option("--data", help="Dataset path (data.path).")] = None,
-    fmt: Annotated[
-        str | None,
-        typer.Option(
-            "--format",
-            "-f",
-            help="Format of --data (data.format): movielens, amazon, llmcdsr, recbole, table.",
-        ),
-    ] = None,
+    fmt: FormatOpt = None,
     as_json: Annotated[
         bool,
         typer.Option(
@@ -566,15 +567,7 @@ def demo(
         str | None,
         typer.Option("--data", help="Your data (a file or folder) instead of the synthetic world."),
     ] = None,
-    fmt: Annotated[
-        str | None,
-        typer.Option(
-            "--format",
-            "-f",
-            help="Format of --data: movielens, amazon, llmcdsr, "
-            "recbole, table (see the README's data formats).",
-        ),
-    ] = None,
+    fmt: FormatOpt = None,
     exit_after: Annotated[
         float | None,
         typer.Option(

@@ -23,6 +23,8 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from crossrec.errors import ConfigError
 
 DataFormat = Literal["synthetic", "movielens", "amazon", "llmcdsr", "recbole", "table"]
+# The one list of data-format names (the loaders register the same names; a test checks).
+DATA_FORMATS: tuple[str, ...] = get_args(DataFormat)
 
 
 class _Section(BaseModel):

@@ -368,4 +368,19 @@ def test_exit_status_tells_bad_usage_from_a_runtime_error(tmp_path: Path) -> Non
 def test_train_takes_data_and_format_together() -> None:
     result = runner.invoke(app, ["train", "--local", "--data", "x"])
     assert result.exit_code == 2
-    assert "--data and --format go together" in result.output
+    assert "a data path and --format go together" in result.output
+
+
+def test_every_command_takes_format_with_a_data_path_and_not_without(tmp_path: Path) -> None:
+    from crossrec.config import DATA_FORMATS
+    from crossrec.data.loaders import available_formats
+
+    assert sorted(DATA_FORMATS) == available_formats()  # one list of format names
+    for argv in (
+        ["data", "inspect", str(tmp_path)],
+        ["evaluate", "--baseline", "popularity", "--data", str(tmp_path)],
+        ["evaluate", "--baseline", "popularity", "--format", "movielens"],
+    ):
+        result = runner.invoke(app, argv)
+        assert result.exit_code == 2, (argv, result.output)
+        assert "a data path and --format go together" in result.output
