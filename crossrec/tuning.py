@@ -605,13 +605,18 @@ def run_tune(
     if t.model not in known:
         raise ConfigError("tune.model", f"{t.model!r} is not one of: {', '.join(known)}")
     space = search_space_for(cfg)
-    model_config(t.model, cfg)  # a variant that does not apply to this config fails here
+    trial_cfg = model_config(t.model, cfg)  # a variant that does not apply here fails now
     best_path = Path(output) if output is not None else default_output(cfg)
     best_path.parent.mkdir(parents=True, exist_ok=True)
 
     dataset = load_dataset(cfg.data)
     split = make_split(dataset, cfg.eval, target_domains_for(dataset, cfg))
-    per_epoch = "per epoch" if len(split.target_domains) == 1 else "at the end (several targets)"
+    if len(split.target_domains) == 1:
+        per_epoch = "per epoch"
+    elif trial_cfg.train.stages == ["joint"] and t.model in _variants():
+        per_epoch = "per epoch (the mean of each target's best so far), and at the end"
+    else:
+        per_epoch = "at the end (several targets, fitted one after another)"
     echo(
         f"tuning {t.model} on {dataset.name} (targets: {', '.join(split.target_domains)}): "
         f"{t.num_samples} trials, ASHA grace_period={t.grace_period} "
