@@ -198,3 +198,17 @@ def test_sasrec_takes_its_own_config() -> None:
         model = make_baseline(name, cfg)
         assert isinstance(model, SASRecRecommender | MixedSASRecRecommender)
         assert model.s.dropout == 0.3
+
+
+def test_baselines_come_from_one_registry() -> None:
+    from crossrec.baselines import BASELINES, make_baseline, register_baseline
+    from crossrec.config import CrossRecConfig
+    from crossrec.errors import CrossRecError
+
+    cfg = CrossRecConfig()
+    assert BASELINES == ("popularity", "itemknn", "sasrec", "sasrec-mixed", "text-zero-shot")
+    assert make_baseline("itemknn", cfg).max_history == cfg.model.max_history  # type: ignore[attr-defined]
+    with pytest.raises(CrossRecError, match="unknown baseline 'knn'; expected one of: popularity"):
+        make_baseline("knn", cfg)
+    with pytest.raises(ValueError, match="baseline 'sasrec' is already registered"):
+        register_baseline("sasrec", "elsewhere:Thing")

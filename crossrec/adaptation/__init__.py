@@ -9,7 +9,12 @@
 from crossrec.adaptation.grl import GradientReversal, dann_lambda, grad_reverse
 from crossrec.adaptation.losses import DomainDiscriminator, coral_distance, mmd_distance
 
+# adaptation.method -> the statistical alignment loss between source and target representations
+# (`dann` is the discriminator's loss instead: it needs the discriminator and the progress).
+DISTANCES = {"mmd": mmd_distance, "coral": coral_distance}
+
 __all__ = [
+    "DISTANCES",
     "DomainDiscriminator",
     "GradientReversal",
     "coral_distance",

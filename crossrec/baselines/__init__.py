@@ -10,34 +10,41 @@
 
 from __future__ import annotations
 
+import importlib
+
 from crossrec.config import CrossRecConfig
 from crossrec.recommender import Recommender
 
-BASELINES = ("popularity", "itemknn", "sasrec", "sasrec-mixed", "text-zero-shot")
+# name -> "module:Class"; each class builds itself with `Class.from_config(cfg)`. Imported on
+# first use (the SASRec and text baselines pull in torch and the encoder).
+_REGISTRY: dict[str, str] = {}
+
+
+def register_baseline(name: str, target: str) -> None:
+    """Adds a baseline: ``target`` is ``"module:Class"`` of a `Recommender` with a
+    ``from_config(cfg)`` classmethod. A name may be registered once."""
+    if name in _REGISTRY:
+        raise ValueError(f"baseline {name!r} is already registered ({_REGISTRY[name]})")
+    _REGISTRY[name] = target
+
+
+register_baseline("popularity", "crossrec.baselines.popularity:PopularityRecommender")
+register_baseline("itemknn", "crossrec.baselines.itemknn:ItemKNNRecommender")
+register_baseline("sasrec", "crossrec.baselines.sasrec:SASRecRecommender")
+register_baseline("sasrec-mixed", "crossrec.baselines.sasrec:MixedSASRecRecommender")
+register_baseline("text-zero-shot", "crossrec.baselines.text_zero_shot:TextZeroShotRecommender")
+
+BASELINES = tuple(_REGISTRY)
 
 
 def make_baseline(name: str, cfg: CrossRecConfig) -> Recommender:
     """Builds the baseline called ``name`` from config."""
-    if name == "popularity":
-        from crossrec.baselines.popularity import PopularityRecommender
+    try:
+        module, _, cls = _REGISTRY[name].partition(":")
+    except KeyError:
+        from crossrec.errors import CrossRecError
 
-        return PopularityRecommender()
-    if name == "itemknn":
-        from crossrec.baselines.itemknn import ItemKNNRecommender
-
-        return ItemKNNRecommender(max_history=cfg.model.max_history)
-    if name == "sasrec":
-        from crossrec.baselines.sasrec import SASRecRecommender
-
-        return SASRecRecommender.from_config(cfg)
-    if name == "sasrec-mixed":
-        from crossrec.baselines.sasrec import MixedSASRecRecommender
-
-        return MixedSASRecRecommender.from_config(cfg)
-    if name == "text-zero-shot":
-        from crossrec.baselines.text_zero_shot import TextZeroShotRecommender
-
-        return TextZeroShotRecommender.from_config(cfg)
-    from crossrec.errors import CrossRecError
-
-    raise CrossRecError(f"unknown baseline {name!r}; expected one of: {', '.join(BASELINES)}")
+        known = ", ".join(_REGISTRY)
+        raise CrossRecError(f"unknown baseline {name!r}; expected one of: {known}") from None
+    baseline: Recommender = getattr(importlib.import_module(module), cls).from_config(cfg)
+    return baseline

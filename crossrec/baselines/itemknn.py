@@ -15,6 +15,7 @@ import numpy as np
 import scipy.sparse as sp
 import torch
 
+from crossrec.config import CrossRecConfig
 from crossrec.data.splits import EvalCase, Split
 from crossrec.recommender import Recommender
 
@@ -30,6 +31,10 @@ class ItemKNNRecommender(Recommender):
     """
 
     name = "itemknn"
+
+    @classmethod
+    def from_config(cls, cfg: CrossRecConfig) -> ItemKNNRecommender:
+        return cls(max_history=cfg.model.max_history)
 
     def __init__(self, max_history: int | None = 50) -> None:
         self.max_history = max_history

@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import torch
 
+from crossrec.config import CrossRecConfig
 from crossrec.data.splits import EvalCase, Split
 from crossrec.recommender import Recommender
 
@@ -19,6 +20,10 @@ class PopularityRecommender(Recommender):
     """
 
     name = "popularity"
+
+    @classmethod
+    def from_config(cls, cfg: CrossRecConfig) -> PopularityRecommender:
+        return cls()
 
     def __init__(self) -> None:
         self._counts: torch.Tensor | None = None

@@ -35,11 +35,10 @@ from torch.utils.data import DataLoader
 from tqdm.auto import tqdm
 
 from crossrec.adaptation import (
+    DISTANCES,
     DomainDiscriminator,
-    coral_distance,
     dann_lambda,
     grad_reverse,
-    mmd_distance,
 )
 from crossrec.batching import length_bucketed_batches
 from crossrec.config import CrossRecConfig
@@ -477,10 +476,8 @@ class CrossRecTrainer:
         n = self.cfg.adaptation.samples_per_domain
         source = self._sample_representations(self.sources, n)
         target = self._sample_representations([self.target], n)
-        if method == "mmd":
-            return mmd_distance(source, target)
-        if method == "coral":
-            return coral_distance(source, target)
+        if method in DISTANCES:
+            return DISTANCES[method](source, target)
         assert discriminator is not None
         lambd = dann_lambda(progress)
         loss, _ = discriminator.loss_and_accuracy(
