@@ -505,8 +505,7 @@ class CrossRecModel(nn.Module):
             [self._history_index(entry, n) for n, entry in enumerate(history)], dtype=np.int64
         )
         if self.cfg.train.target_only:
-            own = self.item_tower.item_domain.cpu().numpy()[context] == self.domain_index[domain]
-            context = context[own]
+            context = self.within_domain([context], domain)[0]
         query_vectors = self.encode_text([query]) if query else None
         if rank is None:
             rank = self.hybrid is not None and query_vectors is None
@@ -524,6 +523,12 @@ class CrossRecModel(nn.Module):
             gid = int(ids[col])
             out.append(Recommendation(self.item_keys[gid][1], self.item_tower.texts[gid], value))
         return out
+
+    def within_domain(self, contexts: Sequence[np.ndarray], domain: str) -> list[np.ndarray]:
+        """Each context cut to its items of ``domain`` (what a target-only model reads)."""
+        d = self.domain_index[domain]
+        item_domain = self.item_tower.item_domain.cpu().numpy()
+        return [c[item_domain[c] == d] for c in contexts]
 
     def _history_index(self, entry: HistoryItem, position: int) -> int:
         """The global index of one history entry (see :meth:`recommend`)."""

@@ -26,11 +26,8 @@ class ModelView(Recommender):
         raise NotImplementedError("train with CrossRecTrainer")
 
     def contexts(self, cases: Sequence[EvalCase], domain: str) -> list[np.ndarray]:
-        if not self.target_only:
-            return [c.context for c in cases]
-        d = self.model.domain_index[domain]
-        dom = self.model.item_tower.item_domain.cpu().numpy()
-        return [c.context[dom[c.context] == d] for c in cases]
+        contexts = [c.context for c in cases]
+        return self.model.within_domain(contexts, domain) if self.target_only else contexts
 
     def score(self, cases: Sequence[EvalCase], domain: str) -> torch.Tensor:
         return self.model.score(self.contexts(cases, domain), domain, rank=self.rank)
