@@ -281,6 +281,18 @@ class TrainConfig(_Section):
     )
     max_epochs: int = Field(50, ge=1, description="Most epochs of joint and adapt.")
     patience: int = Field(3, ge=1, description="Epochs without validation NDCG@10 gain.")
+    lr_drops: int = Field(
+        0,
+        ge=0,
+        description=(
+            "Times the learning rate drops on a plateau before a stage stops: after `patience` "
+            "epochs without a validation gain the stage restores its best epoch's weights, "
+            "multiplies the learning rate by `lr_drop_factor` and goes on (0: stop at once)."
+        ),
+    )
+    lr_drop_factor: float = Field(
+        0.3, gt=0.0, lt=1.0, description="What the learning rate is multiplied by at each drop."
+    )
     stages: list[Literal["joint", "pretrain", "adapt"]] = Field(
         default_factory=lambda: ["joint"],  # type: ignore[arg-type]
         min_length=1,

@@ -106,6 +106,37 @@ def test_interrupted_stage_resumes_where_it_stopped(
         torch.testing.assert_close(param, dict(second.model.named_parameters())[name])
 
 
+def test_a_plateau_drops_the_learning_rate_from_the_best_weights(
+    small_split: Split, cfg: CrossRecConfig, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    cfg = with_overrides(
+        cfg,
+        ["train.max_epochs=8", "train.patience=1", "train.lr_drops=1", "train.lr_drop_factor=0.5"],
+    )
+    trainer = _trainer(small_split, cfg)
+    # Validation scores scripted so epoch 1 stays the best: epoch 2 is a plateau (drop), epoch 3
+    # another one (no drops left: stop).
+    scores = iter([0.5, 0.4, 0.3, 0.2])
+    monkeypatch.setattr(trainer, "validate", lambda ctx=None, target=None: next(scores))
+    lrs: list[float] = []
+    weights: list[dict[str, torch.Tensor]] = []
+
+    class Watch(TrainContext):
+        def end_epoch(self, run: StageRun, record: dict[str, float]) -> None:
+            lrs.append(run.optimizer.param_groups[0]["lr"])
+            weights.append({n: p.detach().clone() for n, p in trainer.model.named_parameters()})
+
+    report = trainer.run_stage("adapt", Watch())
+    assert report.epochs == 3
+    assert report.best_epoch == 1
+    assert [h.get("lr_drop") for h in report.history] == [None, 1.0, None]
+    assert lrs == pytest.approx([cfg.train.lr, cfg.train.lr * 0.5, cfg.train.lr * 0.5])
+    # The drop went back to epoch 1's weights before epoch 3 trained on.
+    for name, tensor in weights[0].items():
+        if dict(trainer.model.named_parameters())[name].requires_grad:
+            torch.testing.assert_close(weights[1][name], tensor)
+
+
 def test_stage_checkpoint_model_is_a_loadable_checkpoint(
     small_split: Split, cfg: CrossRecConfig, tmp_path: Path
 ) -> None:

@@ -395,10 +395,7 @@ class CrossRecTrainer:
             self._end_epoch(run, record, ctx)
         self.target_states = dict(run.target_best)
         if run.best_state is not None:
-            with torch.no_grad():
-                for name, param in self.model.named_parameters():
-                    if name in run.best_state:
-                        param.copy_(run.best_state[name])
+            self._restore(run.best_state)
         self.model.invalidate_item_cache()
         self.model.stage = stage
         state = run.state
@@ -415,6 +412,13 @@ class CrossRecTrainer:
                 n: p.detach().clone() for n, p in self.model.named_parameters()
             }
         return report
+
+    def _restore(self, weights: dict[str, torch.Tensor]) -> None:
+        with torch.no_grad():
+            for name, param in self.model.named_parameters():
+                if name in weights:
+                    param.copy_(weights[name])
+        self.model.invalidate_item_cache()
 
     def _trained_weights(self) -> dict[str, torch.Tensor]:
         return {n: p.detach().clone() for n, p in self.model.named_parameters() if p.requires_grad}
@@ -451,7 +455,32 @@ class CrossRecTrainer:
                     run.target_best[target] = (other, epoch, self._trained_weights())
                     improved = True
         state.bad_epochs = 0 if improved else state.bad_epochs + 1
-        state.finished = state.bad_epochs >= self.cfg.train.patience or epoch >= max_epochs
+        t = self.cfg.train
+        if (
+            state.bad_epochs >= t.patience
+            and epoch < max_epochs
+            and state.lr_drops < t.lr_drops
+            and run.best_state is not None
+        ):
+            # A plateau: back to the best epoch's weights, a smaller step, and on.
+            self._restore(run.best_state)
+            for group in run.optimizer.param_groups:
+                group["lr"] *= t.lr_drop_factor
+            state.lr_drops += 1
+            state.bad_epochs = 0
+            record["lr_drop"] = float(state.lr_drops)
+            logger.info(
+                "stage=%s target=%s plateau after epoch %d: back to epoch %d, lr x %.2f "
+                "(drop %d of %d)",
+                run.stage,
+                self.target,
+                epoch,
+                state.best_epoch,
+                t.lr_drop_factor,
+                state.lr_drops,
+                t.lr_drops,
+            )
+        state.finished = state.bad_epochs >= t.patience or epoch >= max_epochs
         state.history.append(dict(record))
         logger.info(
             "stage=%s target=%s %s",

@@ -41,6 +41,7 @@ class StageState:
     best_valid_ndcg: float = float("nan")
     best_loss: float = float("inf")
     bad_epochs: int = 0
+    lr_drops: int = 0
     samples: int = 0
     train_seconds: float = 0.0
     finished: bool = False
