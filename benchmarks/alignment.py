@@ -32,7 +32,7 @@ from crossrec.encoders.text_encoder import TextEncoder
 from crossrec.errors import CrossRecError
 from crossrec.evaluation import TargetDomainEvaluator
 from crossrec.trainer import measure_domain_gap
-from crossrec.trainer.recommender import CrossRecRecommender
+from crossrec.trainer.estimator import CrossRecRecommender
 
 ROWS = [("none", 0.0)] + [
     (method, weight) for method in ("mmd", "coral", "dann") for weight in (0.1, 1.0, 10.0)

@@ -45,9 +45,9 @@ from crossrec.data.loaders import load_dataset
 from crossrec.embedded import free_port
 from crossrec.errors import CrossRecError
 from crossrec.feature_store import open_feature_store
+from crossrec.inference.recommendations import RecommendationService
 from crossrec.models.crossrec_model import CrossRecModel
 from crossrec.registry import publish_model
-from crossrec.service.recommendations import RecommendationService
 from crossrec.stream.services import stream_services
 from crossrec.stream.updates import UserVectorUpdater
 

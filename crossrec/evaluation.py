@@ -24,7 +24,7 @@ import torch
 from crossrec.config import EvalConfig
 from crossrec.data.splits import SLICES, EvalCase, Split
 from crossrec.errors import EvaluationError
-from crossrec.metrics import metrics_from_ranks, ndcg_at_k, target_ranks
+from crossrec.ranking_metrics import metrics_from_ranks, ndcg_at_k, target_ranks
 from crossrec.recommender import Recommender
 
 logger = logging.getLogger(__name__)

@@ -31,7 +31,7 @@ def make_model(name: str, cfg: CrossRecConfig, **crossrec_kwargs: object) -> Rec
     if name in BASELINES:
         return make_baseline(name, cfg)
     from crossrec.models.variants import variant_config
-    from crossrec.trainer.recommender import CrossRecRecommender
+    from crossrec.trainer.estimator import CrossRecRecommender
 
     return CrossRecRecommender(variant_config(name, cfg), name=name, **crossrec_kwargs)  # type: ignore[arg-type]
 
@@ -135,7 +135,7 @@ def train_crossrec(
     """Loads the configured data, trains the cross-domain model for each target domain, evaluates
     it on the test cases and saves one checkpoint per target domain under ``output/<domain>``."""
     from crossrec.data.loaders import load_dataset
-    from crossrec.trainer.recommender import CrossRecRecommender
+    from crossrec.trainer.estimator import CrossRecRecommender
 
     output = Path(output) if output is not None else None
     dataset = load_dataset(cfg.data)

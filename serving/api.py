@@ -31,8 +31,8 @@ from crossrec.errors import (
     ServiceUnavailableError,
     StreamError,
 )
-from crossrec.service.recommendations import RecommendationService
-from crossrec.service.schemas import (
+from crossrec.inference.recommendations import RecommendationService
+from crossrec.inference.schemas import (
     ColdStartRequest,
     ErrorBody,
     EventBatch,

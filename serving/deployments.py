@@ -27,8 +27,8 @@ from crossrec.data.events import Event
 from crossrec.encoders.text_encoder import TextEncoder
 from crossrec.errors import CrossRecError
 from crossrec.feature_store import open_feature_store
+from crossrec.inference.recommendations import RecommendationService
 from crossrec.registry import publish_model
-from crossrec.service.recommendations import RecommendationService
 from serving.api import create_api
 from serving.auth import Keys
 from serving.local import EventSink
@@ -66,7 +66,7 @@ class TextEncoderDeployment:
         )
 
     def identity(self) -> tuple[str, str, bool, int]:
-        """What the vectors depend on (see `crossrec.service.recommendations.encoder_identity`)."""
+        """What the vectors depend on (`crossrec.inference.recommendations.encoder_identity`)."""
         c = self.cfg
         return (c.model, c.pooling, c.normalize, c.max_length)
 

@@ -14,7 +14,7 @@ import threading
 import numpy as np
 from starlette.concurrency import run_in_threadpool
 
-from crossrec.service.recommendations import RecommendationService
+from crossrec.inference.recommendations import RecommendationService
 from crossrec.stream.events import Event, EventProducer
 
 

@@ -115,7 +115,7 @@ def trained_version(trained_split: Split, tmp_path_factory: pytest.TempPathFacto
     (``ROOT/films/``). Treat it as read-only: copy it to change it."""
     from crossrec.config import with_overrides
     from crossrec.models.variants import variant_config
-    from crossrec.trainer.recommender import CrossRecRecommender
+    from crossrec.trainer.estimator import CrossRecRecommender
 
     cfg = CrossRecConfig()
     cfg.data.synthetic = TRAINED_WORLD

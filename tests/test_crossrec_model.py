@@ -18,7 +18,7 @@ from crossrec.evaluation import TargetDomainEvaluator
 from crossrec.models.crossrec_model import CrossRecModel
 from crossrec.models.variants import variant_config
 from crossrec.trainer import CrossRecTrainer, measure_domain_gap
-from crossrec.trainer.recommender import CrossRecRecommender
+from crossrec.trainer.estimator import CrossRecRecommender
 
 WORLD = SyntheticConfig(seed=11, num_users=700, items_per_domain=[300, 200])
 FAST = [

@@ -7,7 +7,13 @@ import torch
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from crossrec.metrics import metrics_from_ranks, mrr_at_k, ndcg_at_k, recall_at_k, target_ranks
+from crossrec.ranking_metrics import (
+    metrics_from_ranks,
+    mrr_at_k,
+    ndcg_at_k,
+    recall_at_k,
+    target_ranks,
+)
 
 
 def test_hand_computed_case() -> None:

@@ -17,10 +17,10 @@ from crossrec.data.events import Event
 from crossrec.embedded import EmbeddedRedis
 from crossrec.errors import RequestError, ServiceUnavailableError
 from crossrec.feature_store.redis_store import RedisFeatureStore
+from crossrec.inference.recommendations import RecommendationService
+from crossrec.inference.schemas import SimilarItemsRequest
 from crossrec.models.crossrec_model import CrossRecModel
 from crossrec.registry import publish_model
-from crossrec.service.recommendations import RecommendationService
-from crossrec.service.schemas import SimilarItemsRequest
 from crossrec.stream.updates import UserVectorUpdater
 from tests.conftest import SMALL_WORLD, unique
 

@@ -848,7 +848,7 @@ def test_a_rebalance_inside_a_back_off_poll_loses_nothing(redis_server: Embedded
 def test_a_dead_in_process_worker_turns_readiness_red_and_is_restarted(
     kafka_broker: EmbeddedKafka, redis_server: EmbeddedRedis
 ) -> None:
-    from crossrec.service.recommendations import RecommendationService
+    from crossrec.inference.recommendations import RecommendationService
     from crossrec.stream.supervisor import WorkerSupervisor
 
     cfg = stream_config(kafka_broker, redis_server.url, poll_timeout_ms=200, max_backoff_s=2.0)

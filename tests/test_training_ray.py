@@ -20,7 +20,7 @@ from typer.testing import CliRunner
 from crossrec.cli import app
 from crossrec.config import CrossRecConfig, load_config
 from crossrec.models.crossrec_model import CrossRecModel
-from crossrec.trainer.recommender import CrossRecRecommender
+from crossrec.trainer.estimator import CrossRecRecommender
 from tests.conftest import init_local_ray
 
 pytestmark = [pytest.mark.integration, pytest.mark.slow]

@@ -1,7 +1,7 @@
 """The stage pipeline of ``crossrec train``: ``train.stages`` then ``evaluate``, per target domain
 (default ``joint -> evaluate``; the two-stage option is ``pretrain -> adapt -> evaluate``).
 
-* ``joint``, ``pretrain`` and ``adapt`` are Ray Train runs (`training.trainer.build_trainer`),
+* ``joint``, ``pretrain`` and ``adapt`` are Ray Train runs (`training.torch_trainer.build_trainer`),
   each started from the previous stage's kept checkpoint (pretrain: its last epoch; joint and
   adapt: their best epoch by the target's validation NDCG@10).
 * ``evaluate`` is a Ray task: it loads the last stage's kept checkpoint, fits the ranker (the
@@ -303,7 +303,7 @@ def _run_stage(
 ) -> StageResult:
     from ray.train import Checkpoint
 
-    from training.trainer import SCORE_METRIC, build_trainer
+    from training.torch_trainer import SCORE_METRIC, build_trainer
 
     marker = storage.read_json(_stage_marker(target, stage))
     if marker is not None:

@@ -28,9 +28,9 @@ from torch import nn
 
 from crossrec.config import OnlineConfig
 from crossrec.feature_store.samples import Sample
-from crossrec.metrics import mrr_at_k, ndcg_at_k, recall_at_k, target_ranks
 from crossrec.models.bundle import checkpoint_dirs
 from crossrec.models.crossrec_model import MIN_RANKER_CASES, CrossRecModel
+from crossrec.ranking_metrics import mrr_at_k, ndcg_at_k, recall_at_k, target_ranks
 from crossrec.trainer import ADAPTER_PARAMETERS
 
 logger = logging.getLogger(__name__)

@@ -6,7 +6,7 @@
 * `objective` — `StageObjective`, the loss of a stage.
 * `state` — `StageReport`, `StageState` (what resumes a stage) and their JSON helpers.
 * `checkpoint` — per-epoch stage checkpoints (save, restore, read the manifest).
-* `recommender` — `CrossRecRecommender`: the model as a `Recommender` that trains itself.
+* `estimator` — `CrossRecRecommender`: the model as a `Recommender` that trains itself.
 * `gap` — `measure_domain_gap`, the held-out discriminator accuracy between domains.
 """
 

@@ -28,10 +28,8 @@ from crossrec.data.schema import Item
 from crossrec.encoders.template import ItemTextTemplate
 from crossrec.errors import CrossRecError, EventError, RequestError, ServiceUnavailableError
 from crossrec.feature_store.base import FeatureStore, NewItem
-from crossrec.models.bundle import ModelBundle
-from crossrec.models.crossrec_model import CrossRecModel
-from crossrec.service.catalogue import DomainCatalogue, ServingModel
-from crossrec.service.schemas import (
+from crossrec.inference.catalogue import DomainCatalogue, ServingModel
+from crossrec.inference.schemas import (
     Because,
     ColdStartRequest,
     EventBatch,
@@ -44,6 +42,8 @@ from crossrec.service.schemas import (
     SimilarItems,
     SimilarItemsRequest,
 )
+from crossrec.models.bundle import ModelBundle
+from crossrec.models.crossrec_model import CrossRecModel
 from crossrec.stream.updates import history_context
 
 logger = logging.getLogger(__name__)
