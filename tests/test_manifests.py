@@ -8,6 +8,8 @@ import functools
 import importlib
 import re
 import shlex
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path, PurePosixPath
 from typing import Any
@@ -784,3 +786,19 @@ def test_compose_head_has_the_gpus_the_serve_config_asks_for() -> None:
     if cfg.serve.encoder.num_gpus > 0:  # else the encoder replicas would never be placed
         assert has_gpu, "the encoder replicas ask for a GPU: the head must reserve one"
     assert head["image"].endswith("-gpu") == has_gpu, "CUDA image exactly when GPUs are given"
+
+
+def test_every_dependency_declares_the_floor_make_test_floors_installs() -> None:
+    done = subprocess.run(
+        [sys.executable, str(ROOT / ".ci" / "floors.py")],
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert done.returncode == 0, done.stderr
+    pins = dict(line.split("==") for line in done.stdout.split())
+    for needed in ("torch", "transformers", "ray", "kafka-python", "redis", "confluent-kafka"):
+        assert needed in pins, needed
+    # The floor of torch is the version the Makefile and constraints.txt install first.
+    assert f"torch=={pins['torch']}" in (ROOT / "constraints.txt").read_text()
+    assert f'"torch=={pins["torch"]}"' in (ROOT / "Makefile").read_text()
