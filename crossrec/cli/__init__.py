@@ -1,5 +1,5 @@
 """The ``crossrec`` command. Commands load and validate config, then call library code; errors
-and signals are turned into exit statuses once (`common.handle_errors`).
+and signals are turned into exit statuses once (`common.CrossRecGroup`).
 
 One module per command group: `root` (global options, `version`), `config`, `data`,
 `experiments` (`train`, `tune`, `evaluate`, `recommend`), `services` (`demo`, `stream`,
@@ -9,7 +9,7 @@ One module per command group: `root` (global options, `version`), `config`, `dat
 from __future__ import annotations
 
 from crossrec.cli import experiments, services  # noqa: F401 - they register their commands
-from crossrec.cli.common import EXIT_RUNTIME, EXIT_USAGE, exit_code, handle_errors
+from crossrec.cli.common import EXIT_RUNTIME, EXIT_USAGE, exit_code
 from crossrec.cli.config import config_app
 from crossrec.cli.data import data_app
 from crossrec.cli.events import events_app
@@ -29,4 +29,4 @@ def main() -> None:
     app()
 
 
-__all__ = ["EXIT_RUNTIME", "EXIT_USAGE", "app", "exit_code", "handle_errors", "main"]
+__all__ = ["EXIT_RUNTIME", "EXIT_USAGE", "app", "exit_code", "main"]

@@ -4,16 +4,15 @@ all commands, JSON output and config loading."""
 from __future__ import annotations
 
 import json
-from collections.abc import Callable
-from functools import wraps
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
-from typing import Annotated, Any, TypeVar
+from typing import Annotated, Any
 
 import typer
+from typer.core import TyperGroup
 
 from crossrec.errors import CrossRecError
-
-F = TypeVar("F", bound=Callable[..., Any])
 
 ConfigOpt = Annotated[
     Path | None, typer.Option("--config", "-c", help="YAML config file (defaults if omitted).")
@@ -61,28 +60,33 @@ def exit_code(exc: CrossRecError) -> int:
     return EXIT_USAGE if isinstance(exc, ConfigError | UnknownFormatError) else EXIT_RUNTIME
 
 
-def handle_errors(fn: F) -> F:
+@contextmanager
+def errors_handled() -> Iterator[None]:
     """Turns crossrec errors into one clear line on stderr (no traceback) and the exit status
-    of their kind (`exit_code`)."""
+    of their kind (`exit_code`); Ctrl-C exits 130, SIGTERM 143."""
+    try:
+        yield
+    except CrossRecError as exc:
+        fail(str(exc), exit_code(exc))
+    except KeyboardInterrupt:
+        typer.echo("interrupted", err=True)
+        raise typer.Exit(130) from None
+    except SystemExit:
+        from crossrec.ray_runtime import TERMINATED
 
-    @wraps(fn)
-    def wrapper(*args: Any, **kwargs: Any) -> Any:
-        try:
-            return fn(*args, **kwargs)
-        except CrossRecError as exc:
-            fail(str(exc), exit_code(exc))
-        except KeyboardInterrupt:
-            typer.echo("interrupted", err=True)
-            raise typer.Exit(130) from None
-        except SystemExit:
-            from crossrec.ray_runtime import TERMINATED
+        if not TERMINATED.is_set():
+            raise
+        typer.echo("terminated (SIGTERM); everything this command started is stopped", err=True)
+        raise typer.Exit(143) from None
 
-            if not TERMINATED.is_set():
-                raise
-            typer.echo("terminated (SIGTERM); everything this command started is stopped", err=True)
-            raise typer.Exit(143) from None
 
-    return wrapper  # type: ignore[return-value]
+class CrossRecGroup(TyperGroup):
+    """The root command group. Every command (and sub-command) runs inside its `invoke`, so
+    errors and signals are handled here, once, for all of them: commands validate and call."""
+
+    def invoke(self, ctx: typer.Context) -> Any:  # type: ignore[override]
+        with errors_handled():
+            return super().invoke(ctx)
 
 
 def emit(doc: Any, as_json: bool, output: Path | None = None) -> None:

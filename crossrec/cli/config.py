@@ -7,7 +7,6 @@ import typer
 from crossrec.cli.common import (
     ConfigOpt,
     SetOpt,
-    handle_errors,
     load,
 )
 
@@ -15,7 +14,6 @@ config_app = typer.Typer(help="Inspect the configuration.", no_args_is_help=True
 
 
 @config_app.command("show")
-@handle_errors
 def config_show(config: ConfigOpt = None, set_: SetOpt = None) -> None:
     """Print the effective configuration (defaults < --config file < --set overrides) as YAML."""
     typer.echo(load(config, set_).to_yaml(redact=True), nl=False)

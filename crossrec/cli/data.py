@@ -14,7 +14,6 @@ from crossrec.cli.common import (
     OutputOpt,
     SetOpt,
     emit,
-    handle_errors,
     load,
     require_data_with_format,
 )
@@ -23,7 +22,6 @@ data_app = typer.Typer(help="Inspect datasets.", no_args_is_help=True)
 
 
 @data_app.command("inspect")
-@handle_errors
 def data_inspect(
     path: Annotated[Path, typer.Argument(help="Dataset directory (or file, for table data).")],
     format: FormatOpt = None,  # noqa: A002 - the option is called --format

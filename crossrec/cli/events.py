@@ -9,7 +9,6 @@ import typer
 from crossrec.cli.common import (
     ConfigOpt,
     SetOpt,
-    handle_errors,
     load,
 )
 from crossrec.extras import require_extras
@@ -18,7 +17,6 @@ events_app = typer.Typer(help="Produce user events to Kafka.", no_args_is_help=T
 
 
 @events_app.command("produce")
-@handle_errors
 def events_produce(
     path: Annotated[str, typer.Argument(help="JSON-lines file of events, or '-' for stdin.")],
     config: ConfigOpt = None,

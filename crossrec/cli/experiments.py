@@ -16,7 +16,6 @@ from crossrec.cli.common import (
     SetOpt,
     emit,
     fail,
-    handle_errors,
     load,
     require_data_with_format,
 )
@@ -25,7 +24,6 @@ from crossrec.extras import require_extras
 
 
 @app.command()
-@handle_errors
 def evaluate(
     baseline: Annotated[
         str | None,
@@ -101,7 +99,6 @@ def evaluate(
 
 
 @app.command()
-@handle_errors
 def train(
     config: ConfigOpt = None,
     set_: SetOpt = None,
@@ -240,7 +237,6 @@ def train(
 
 
 @app.command("tune")
-@handle_errors
 def tune_cmd(
     config: ConfigOpt = None,
     set_: SetOpt = None,
@@ -292,7 +288,6 @@ def tune_cmd(
 
 
 @app.command()
-@handle_errors
 def recommend(
     checkpoint: Annotated[Path, typer.Option(help="Checkpoint (or folder of checkpoints).")],
     domain: Annotated[str, typer.Option(help="Domain to recommend from.")],

@@ -13,7 +13,6 @@ from crossrec.cli.common import (
     JsonOpt,
     SetOpt,
     emit,
-    handle_errors,
     load,
     models_store,
 )
@@ -25,7 +24,6 @@ models_app = typer.Typer(
 
 
 @models_app.command("register")
-@handle_errors
 def models_register(
     path: Annotated[Path, typer.Argument(help="A checkpoint directory or RUN/models/.")],
     parent: Annotated[
@@ -50,7 +48,6 @@ def models_register(
 
 
 @models_app.command("list")
-@handle_errors
 def models_list(config: ConfigOpt = None, set_: SetOpt = None, as_json: JsonOpt = False) -> None:
     """Every registered version, oldest first; * marks the current one."""
     from crossrec.registry import ModelRegistry
@@ -77,7 +74,6 @@ def models_list(config: ConfigOpt = None, set_: SetOpt = None, as_json: JsonOpt 
 
 
 @models_app.command("show")
-@handle_errors
 def models_show(
     version: Annotated[str, typer.Argument(help="Version id (m-...).")],
     config: ConfigOpt = None,
@@ -92,7 +88,6 @@ def models_show(
 
 
 @models_app.command("promote")
-@handle_errors
 def models_promote(
     version: Annotated[str, typer.Argument(help="Version id (m-...).")],
     config: ConfigOpt = None,
@@ -111,7 +106,6 @@ def models_promote(
 
 
 @models_app.command("rollback")
-@handle_errors
 def models_rollback(config: ConfigOpt = None, set_: SetOpt = None) -> None:
     """Make the version that was current before the current one current again."""
     from crossrec.registry import ModelRegistry

@@ -13,7 +13,6 @@ from crossrec.cli.common import (
     SetOpt,
     emit,
     fail,
-    handle_errors,
     load,
     models_store,
 )
@@ -26,7 +25,6 @@ online_app = typer.Typer(
 
 
 @online_app.command("run")
-@handle_errors
 def online_run(
     config: ConfigOpt = None,
     set_: SetOpt = None,
@@ -116,7 +114,6 @@ def online_run(
 
 
 @online_app.command("status")
-@handle_errors
 def online_status(
     config: ConfigOpt = None,
     set_: SetOpt = None,

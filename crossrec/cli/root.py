@@ -9,10 +9,11 @@ from typing import Annotated
 import typer
 
 from crossrec import __version__
-from crossrec.cli.common import fail
+from crossrec.cli.common import CrossRecGroup, fail
 
 app = typer.Typer(
     name="crossrec",
+    cls=CrossRecGroup,
     help="Cross-domain recommendation through language: data, baselines, evaluation, demo.",
     no_args_is_help=True,
     add_completion=False,

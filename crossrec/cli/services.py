@@ -12,7 +12,6 @@ from crossrec.cli.common import (
     FormatOpt,
     SetOpt,
     emit,
-    handle_errors,
     load,
     require_data_with_format,
 )
@@ -21,7 +20,6 @@ from crossrec.extras import require_extras
 
 
 @app.command()
-@handle_errors
 def demo(
     config: ConfigOpt = None,
     set_: SetOpt = None,
@@ -59,7 +57,6 @@ def demo(
 
 
 @app.command()
-@handle_errors
 def stream(
     config: ConfigOpt = None,
     set_: SetOpt = None,
@@ -111,7 +108,6 @@ def stream(
 
 
 @app.command()
-@handle_errors
 def serve(
     checkpoint: Annotated[
         Path | None,
