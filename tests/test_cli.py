@@ -154,6 +154,32 @@ def test_evaluate_popularity_on_synthetic(tmp_path: Path) -> None:
     assert untimed(json.loads(printed.stdout)) == untimed(rows)
 
 
+def test_train_local_json_prints_one_summary_document(tmp_path: Path) -> None:
+    result = runner.invoke(
+        app,
+        [
+            "train",
+            "--local",
+            "--json",
+            "--output",
+            str(tmp_path / "models"),
+            "--set",
+            "data.synthetic.num_users=80",
+            "--set",
+            "train.max_epochs=1",
+            "--set",
+            "model.dim=16",
+        ],
+    )
+    assert result.exit_code == 0, result.output
+    summary = json.loads(result.stdout)  # progress went to stderr
+    assert set(summary) == {"rows", "models"}
+    assert {r["domain"] for r in summary["rows"]} == set(summary["models"])
+    for path in summary["models"].values():
+        assert (Path(path) / "manifest.json").is_file()
+    assert "epoch 1" in result.stderr
+
+
 def test_evaluate_rejects_unknown_baseline_and_protocol() -> None:
     result = runner.invoke(app, ["evaluate", "--baseline", "bpr"])
     assert result.exit_code == 2

@@ -102,6 +102,9 @@ def test_models_cli(two_versions: list[Path], redis_server: EmbeddedRedis, tmp_p
     shown = runner.invoke(app, ["models", "show", b, *opts])
     assert shown.exit_code == 0
     record = json.loads(shown.output)
+    shown_json = runner.invoke(app, ["models", "show", b, "--json", *opts])
+    assert shown_json.exit_code == 0
+    assert json.loads(shown_json.stdout) == record
     assert record["parent"] == a
     assert record["metrics"] == {"films/test_full_ndcg@10": 0.25}
     for version in (a, b):
