@@ -414,11 +414,11 @@ class CrossRecTrainer:
         return report
 
     def _restore(self, weights: dict[str, torch.Tensor]) -> None:
+        """Copies kept weights back (the caller or the next epoch drops the item cache)."""
         with torch.no_grad():
             for name, param in self.model.named_parameters():
                 if name in weights:
                     param.copy_(weights[name])
-        self.model.invalidate_item_cache()
 
     def _trained_weights(self) -> dict[str, torch.Tensor]:
         return {n: p.detach().clone() for n, p in self.model.named_parameters() if p.requires_grad}
