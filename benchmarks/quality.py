@@ -2,12 +2,15 @@
 
     python benchmarks/quality.py --dataset amazon-food-kitchen [--data-dir DIR] [--quick]
         [--cold-items] [--json FILE]
+    python benchmarks/quality.py --data PATH --format F [--set data.table.columns...=...]
 
 Datasets: ``amazon-food-kitchen`` (the LLMCDSR Food-Kitchen release; domains ``food`` and
 ``kitchen``, its own user-level split), ``ml-100k`` (MovieLens 100K, leave-one-out) and
 ``synthetic`` (the embedded world). Real data is read from ``--data-dir``, default
 ``$CROSSREC_DATA_DIR`` or ``../shared/data``; when it is missing the dataset is skipped with a
-message (exit code 0). ``--quick`` shrinks the work (fewer SASRec epochs; ml-100k and synthetic
+message (exit code 0). ``--data PATH --format F`` runs the same table on any release a loader
+reads (your own data; the format's options with ``--set``), with the shipped defaults.
+``--quick`` shrinks the work (fewer SASRec epochs; ml-100k and synthetic
 on fewer users) to finish in under 3 minutes on 2 cores. ``--cold-items`` turns on
 ``eval.cold_item_split``: a seeded share of each target domain's items leaves training, so the
 ``cold-items`` slice gets hundreds of cases (tune it with ``--set eval.cold_item_split_*=...``).
@@ -45,9 +48,11 @@ DATASETS = {
 }
 
 
-def build_config(name: str, quick: bool, extra: list[str] | None = None) -> CrossRecConfig:
-    folder, fmt, domains = DATASETS[name]
-    overrides = [f"data.format={fmt}"]
+def build_config(name: str | None, quick: bool, extra: list[str] | None = None) -> CrossRecConfig:
+    """The benchmark's config of a named dataset, or (``name`` None) of ``--data`` whose format
+    and options come in ``extra``."""
+    folder, fmt, domains = DATASETS[name] if name else (None, None, None)
+    overrides = [f"data.format={fmt}"] if fmt else []
     if domains:
         overrides.append(f"data.domain_names=[{', '.join(domains)}]")
     if quick:
@@ -88,7 +93,12 @@ def load_charts() -> Any:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--dataset", required=True, choices=sorted(DATASETS))
+    which = parser.add_mutually_exclusive_group(required=True)
+    which.add_argument("--dataset", choices=sorted(DATASETS))
+    which.add_argument(
+        "--data", type=Path, help="any release a loader reads (with --format), instead of --dataset"
+    )
+    parser.add_argument("--format", help="the loader of --data (data.format), e.g. table, amazon")
     parser.add_argument(
         "--data-dir",
         type=Path,
@@ -120,8 +130,19 @@ def main(argv: list[str] | None = None) -> int:
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s: %(message)s")
 
-    folder, _, _ = DATASETS[args.dataset]
-    path = None
+    if (args.data is None) != (args.format is None):
+        print("error: --data and --format go together", file=sys.stderr)
+        return 2
+    if args.data is not None:
+        if not args.data.exists():
+            print(f"error: --data {args.data}: not found", file=sys.stderr)
+            return 2
+        args.dataset = args.data.name
+        folder, path = None, args.data
+        args.overrides = [f"data.format={args.format}", *args.overrides]
+    else:
+        folder, _, _ = DATASETS[args.dataset]
+        path = None
     if folder is not None:
         path = args.data_dir / folder
         if not path.is_dir():
@@ -131,7 +152,8 @@ def main(argv: list[str] | None = None) -> int:
             return 0
     try:
         extra = ["eval.cold_item_split=true"] if args.cold_items else []
-        cfg = build_config(args.dataset, args.quick, [*extra, *args.overrides])
+        base = None if args.data is not None else args.dataset
+        cfg = build_config(base, args.quick, [*extra, *args.overrides])
     except CrossRecError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return 2

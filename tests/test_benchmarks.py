@@ -5,6 +5,7 @@ import json
 from pathlib import Path
 from types import ModuleType
 
+import numpy as np
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -72,6 +73,37 @@ def test_synthetic_rows_written(tmp_path: Path, capsys: pytest.CaptureFixture[st
     assert {r["protocol"] for r in rows} == {"full", "sampled"}
     assert set(rows[0]) >= {"model", "domain", "protocol", "slice", "metrics", "seconds"}
     assert "| itemknn |" in capsys.readouterr().out
+
+
+def test_own_data_runs_with_data_and_format(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    """`--data PATH --format table`: a release the benchmark does not name runs the same table."""
+    data = tmp_path / "release"
+    data.mkdir()
+    rng = np.random.default_rng(0)
+    rows = ["user_id,item_id,domain,timestamp"]
+    for u in range(40):
+        for k in range(10):
+            domain = "shop" if k % 2 else "books"
+            rows.append(f"u{u},{domain[0]}{rng.integers(12)},{domain},{1000 + 10 * k}")
+    (data / "interactions.csv").write_text("\n".join(rows) + "\n")
+    items = ["item_id,domain,title"] + [
+        f"{d[0]}{i},{d},{d} item {i}" for d in ("books", "shop") for i in range(12)
+    ]
+    (data / "items.csv").write_text("\n".join(items) + "\n")
+    out = tmp_path / "rows.json"
+    args = ["--data", str(data), "--format", "table", "--models", "popularity,itemknn"]
+    assert _quality().main([*args, "--json", str(out)]) == 0
+    rows_out = json.loads(out.read_text())
+    assert {r["domain"] for r in rows_out} == {"books", "shop"}
+    assert {r["model"] for r in rows_out} == {"popularity", "itemknn"}
+    assert "## release: 40 users" in capsys.readouterr().out
+
+
+def test_data_needs_format(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert _quality().main(["--data", str(tmp_path)]) == 2
+    assert "--data and --format go together" in capsys.readouterr().err
 
 
 def test_bad_override_is_an_error(capsys: pytest.CaptureFixture[str]) -> None:
