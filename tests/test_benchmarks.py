@@ -254,3 +254,51 @@ def test_online_benchmark_writes_its_rows(
         assert row["holdout"] >= 20
         assert 0 < row["train_s"] <= row["round_s"]
     assert "| new samples | replay |" in capsys.readouterr().out
+
+
+def test_derive_overlap_keeps_users_in_every_domain(tmp_path: Path) -> None:
+    """The derived release loads back with the table loader: only users with enough items in
+    every domain, their sequences in order, the items' text intact."""
+    from crossrec.config import DataConfig
+    from crossrec.data.loaders import load_dataset
+
+    out = tmp_path / "overlap"
+    code = _module("derive_overlap").main(
+        [
+            "--dataset",
+            "synthetic",
+            "--out",
+            str(out),
+            "--min-per-domain",
+            "4",
+            "--set",
+            "data.synthetic.num_users=120",
+        ]
+    )
+    assert code == 0
+    source = load_dataset(DataConfig(format="synthetic", synthetic={"num_users": 120}))
+    derived = load_dataset(
+        DataConfig(format="table", table={"columns": _module("derive_overlap").COLUMNS}), out
+    )
+    assert set(derived.domains) == set(source.domains)
+    counts = derived.user_domain_counts()
+    assert (counts >= 4).all()
+    kept = {u for u, _ in derived.iter_sequences()}
+    wanted = {
+        u
+        for u, row in zip(source.user_ids, source.user_domain_counts(), strict=True)
+        if (row >= 4).all()
+    }
+    assert kept == wanted
+    assert 0 < len(kept) < source.num_users
+    user = sorted(kept)[0]
+    assert derived.user_history(user) == source.user_history(user)
+    first = derived.items[int(derived.user_sequence(user)[0])]
+    twin = source.items[source.global_index(first.domain, first.item_id)]
+    assert (first.title, first.categories) == (twin.title, twin.categories)
+
+
+def test_derive_overlap_refuses_the_repository(capsys: pytest.CaptureFixture[str]) -> None:
+    code = _module("derive_overlap").main(["--dataset", "synthetic", "--out", str(ROOT / "x")])
+    assert code == 2
+    assert "inside the repository" in capsys.readouterr().err
