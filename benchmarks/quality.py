@@ -57,6 +57,12 @@ def build_config(name: str | None, quick: bool, extra: list[str] | None = None) 
         overrides.append(f"data.domain_names=[{', '.join(domains)}]")
     if quick:
         overrides += ["train.max_epochs=3", "train.patience=2"]
+        # The SASRec baselines have their own budget (at least 10 epochs): --quick bounds it too.
+        overrides += [
+            "baselines.sasrec.max_epochs=3",
+            "baselines.sasrec.min_epochs=1",
+            "baselines.sasrec.patience=2",
+        ]
         if name == "synthetic":
             overrides.append("data.synthetic.num_users=600")
     return load_config(None, [*overrides, *(extra or [])])

@@ -106,6 +106,14 @@ def test_data_needs_format(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -
     assert "--data and --format go together" in capsys.readouterr().err
 
 
+def test_quick_bounds_every_trained_model() -> None:
+    """--quick bounds the SASRec baselines' own epoch budget as well as crossrec's."""
+    quick = _quality().build_config("amazon-food-kitchen", True)
+    full = _quality().build_config("amazon-food-kitchen", False)
+    assert quick.baselines.sasrec.max_epochs < full.baselines.sasrec.min_epochs
+    assert quick.train.max_epochs < full.train.max_epochs
+
+
 def test_bad_override_is_an_error(capsys: pytest.CaptureFixture[str]) -> None:
     code = _quality().main(["--dataset", "synthetic", "--set", "train.lr=-3"])
     assert code == 2
